@@ -1,0 +1,61 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Everything they need is installed by the project's own scripts under hack/.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help demo test unit e2e integration lint system-deps kube-binaries bench clean
+
+help:
+	@echo "make demo   - run the whole flow locally: a DTR-like registry, dtrtrust apply, a real pull"
+	@echo "make test   - install what the tests need, then run lint and every test"
+	@echo "make unit   - only the fast unit tests"
+	@echo "make lint   - ruff, mypy and the import contracts"
+	@echo "make bench  - the benchmarks (numbers go to docs/BENCHMARKS.md)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Debian packages for the DTR-like registry and the real clients (skopeo, containerd).
+system-deps:
+	bash hack/install-system-deps.sh
+
+# kube-apiserver + kube-controller-manager built from Debian's source package, cached.
+kube-binaries:
+	bash hack/kube/build.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/mypy
+	cd operator && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+e2e: $(STAMP) system-deps
+	DTRTRUST_STRICT=1 $(PY) -m pytest tests/e2e
+
+integration: $(STAMP) kube-binaries
+	DTRTRUST_STRICT=1 $(PY) -m pytest tests/integration
+
+# The README's test command, and what CI runs: installs everything, then every test.
+# DTRTRUST_STRICT=1 turns a missing test server into a failure instead of a skip.
+test: $(STAMP) system-deps kube-binaries lint
+	DTRTRUST_STRICT=1 $(PY) -m pytest tests
+
+demo: $(STAMP) system-deps
+	bash hack/demo.sh
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) _demo .work
