@@ -1,0 +1,393 @@
+"""One reconcile for every front end.
+
+``dtrtrust apply`` (single host) and the operator (cluster) both call
+:func:`reconcile`: resolve every CA source, compose and validate the bundle, check
+the client pair, verify the registry, and decide what to publish. The front ends only
+differ in where sources come from (:class:`Sources`), where the result goes (files or
+a Secret) and how node sync is measured.
+
+Nothing here imports a Kubernetes client. Network access goes through
+:class:`Network` so the operator can run it in a thread and tests can point it at
+real local TLS servers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from dtrtrust import certs, conditions, fetch
+from dtrtrust.conditions import Condition
+from dtrtrust.spec import TrustSpec
+
+SECRET_PREFIX = "dtrtrust-"
+CA_KEY = "ca.crt"
+CERT_KEY = "client.cert"
+KEY_KEY = "client.key"
+
+
+def secret_name(trust: str) -> str:
+    return f"{SECRET_PREFIX}{trust}"
+
+
+class Sources(Protocol):
+    """Where Secret and ConfigMap references resolve (operator namespace, or the
+    manifests given to ``dtrtrust apply``)."""
+
+    def secret(self, name: str) -> Mapping[str, bytes] | None: ...
+
+    def config_map(self, name: str) -> Mapping[str, str] | None: ...
+
+
+class Network(Protocol):
+    def fetch_ca(
+        self, url: str, *, pins: tuple[str, ...], insecure_skip_pinning: bool
+    ) -> fetch.FetchedCA: ...
+
+    def verify_registry(
+        self,
+        registry: str,
+        ca_pem: bytes,
+        client: tuple[bytes, bytes] | None,
+        *,
+        probe_client_auth: bool,
+    ) -> fetch.VerifyResult: ...
+
+
+@dataclass(frozen=True)
+class LiveNetwork:
+    """The real network, with the timeouts the front end configured."""
+
+    timeout: float = 10.0
+
+    def fetch_ca(
+        self, url: str, *, pins: tuple[str, ...], insecure_skip_pinning: bool
+    ) -> fetch.FetchedCA:
+        return fetch.fetch_ca(
+            url, pins=pins, insecure_skip_pinning=insecure_skip_pinning, timeout=self.timeout
+        )
+
+    def verify_registry(
+        self,
+        registry: str,
+        ca_pem: bytes,
+        client: tuple[bytes, bytes] | None,
+        *,
+        probe_client_auth: bool,
+    ) -> fetch.VerifyResult:
+        return fetch.verify_registry(
+            registry, ca_pem, client, probe_client_auth=probe_client_auth, timeout=self.timeout
+        )
+
+
+@dataclass(frozen=True)
+class RetiredCA:
+    """A fetched CA that the registry no longer serves, kept for the overlap window."""
+
+    sha256: str
+    retired_at: dt.datetime
+
+    def to_status(self, overlap: dt.timedelta) -> dict[str, str]:
+        return {
+            "sha256": self.sha256,
+            "retiredAt": conditions.rfc3339(self.retired_at),
+            "removeAfter": conditions.rfc3339(self.retired_at + overlap),
+        }
+
+
+@dataclass(frozen=True)
+class Previous:
+    """What the last successful reconcile left: the published bundle and the rotation
+    state, read back from the Secret and status (operator) or the state file (apply)."""
+
+    bundle_pem: bytes | None = None
+    fetched: tuple[str, ...] = ()
+    retired: tuple[RetiredCA, ...] = ()
+
+    @classmethod
+    def from_status(cls, bundle_status: Mapping[str, Any] | None, bundle_pem: bytes | None
+                    ) -> Previous:
+        status = bundle_status or {}
+        retired = []
+        for item in status.get("previousCAs") or []:
+            try:
+                when = dt.datetime.fromisoformat(str(item["retiredAt"]).replace("Z", "+00:00"))
+                retired.append(RetiredCA(str(item["sha256"]), when))
+            except (KeyError, ValueError):
+                continue
+        return cls(
+            bundle_pem=bundle_pem,
+            fetched=tuple(str(s) for s in status.get("fetchedSHA256") or []),
+            retired=tuple(retired),
+        )
+
+
+@dataclass
+class Outcome:
+    conditions: list[Condition]
+    publish: dict[str, bytes] | None = None  # Secret data / files to publish; None keeps the last good
+    content_hash: str | None = None
+    bundle: certs.Bundle | None = None
+    client: certs.ClientPair | None = None
+    fetched: tuple[str, ...] = ()
+    retired: tuple[RetiredCA, ...] = ()
+    pinned: bool = True
+    warnings: list[str] = field(default_factory=list)
+    temporary: bool = False  # a retry may fix it (registry or source unreachable)
+    fetch_seconds: float | None = None
+
+    @property
+    def failed(self) -> Condition | None:
+        return next((c for c in self.conditions if c.status != conditions.TRUE), None)
+
+    def bundle_status(self, spec: TrustSpec) -> dict[str, Any]:
+        """``status.bundle`` (no key material: summaries and hashes only)."""
+        if self.bundle is None:
+            return {}
+        overlap = spec.ca.fetch.rotation_overlap if spec.ca.fetch else dt.timedelta(0)
+        not_after = self.bundle.not_after
+        if self.client is not None:
+            not_after = min(not_after, self.client.summary.not_after)
+        out: dict[str, Any] = {
+            "sha256": self.content_hash,
+            "caSHA256": self.bundle.sha256,
+            "secretName": secret_name(spec.name),
+            "notAfter": conditions.rfc3339(not_after),
+            "certificates": [c.to_status() for c in self.bundle.certificates],
+            "fetchedSHA256": list(self.fetched),
+            "previousCAs": [r.to_status(overlap) for r in self.retired],
+            "pinned": self.pinned,
+        }
+        if self.client is not None:
+            out["clientCertificate"] = self.client.summary.to_status()
+        return out
+
+
+def _resolve_sources(
+    spec: TrustSpec,
+    sources: Sources,
+    network: Network,
+    previous: Previous,
+    now: dt.datetime,
+    out: Outcome,
+) -> list[tuple[str, bytes]] | None:
+    """CAAvailable: every configured source, in a fixed order. Returns the PEM inputs
+    or None (after recording the failed condition)."""
+    inputs: list[tuple[str, bytes]] = []
+    ca = spec.ca
+    if ca.fetch is not None:
+        started = time.monotonic()
+        try:
+            got = network.fetch_ca(
+                ca.fetch.url, pins=ca.fetch.pins,
+                insecure_skip_pinning=ca.fetch.insecure_skip_pinning,
+            )
+        except (fetch.FetchError, certs.CertError) as exc:
+            out.fetch_seconds = time.monotonic() - started
+            out.temporary = getattr(exc, "reason", "") == "FetchFailed"
+            out.conditions.append(conditions.failed(conditions.CA_AVAILABLE, exc.reason, exc.message))
+            return None
+        out.fetch_seconds = time.monotonic() - started
+        out.pinned = got.pinned
+        out.fetched = tuple(sorted(got.fingerprints))
+        inputs.append((f"ca.fetch {ca.fetch.url}", got.pem))
+        inputs.extend(_rotation(spec, previous, now, out))
+    if ca.pem:
+        inputs.append(("spec.ca.pem", ca.pem.encode()))
+    for ref in ca.secret_refs:
+        data = sources.secret(ref.name)
+        if data is None or ref.key not in data:
+            return _missing(out, "Secret", ref.name, ref.key, data is None)
+        inputs.append((f"Secret {ref.name} key {ref.key}", data[ref.key]))
+    for ref in ca.config_map_refs:
+        cm = sources.config_map(ref.name)
+        if cm is None or ref.key not in cm:
+            return _missing(out, "ConfigMap", ref.name, ref.key, cm is None)
+        inputs.append((f"ConfigMap {ref.name} key {ref.key}", cm[ref.key].encode()))
+
+    if ca.fetch is not None and not out.pinned:
+        out.conditions.append(conditions.ok(
+            conditions.CA_AVAILABLE, "Unpinned",
+            f"Fetched {ca.fetch.url} WITHOUT pinning (insecureSkipPinning: true): anyone on the "
+            "path could have served it. Pin it: add the sha256 shown in status.bundle.fetchedSHA256 "
+            "to spec.ca.fetch.pinnedSHA256.",
+        ))
+    else:
+        out.conditions.append(conditions.ok(
+            conditions.CA_AVAILABLE, "Resolved",
+            f"{len(inputs)} CA source(s) resolved"
+            + (f", fetched CA matches a pin" if ca.fetch is not None else "") + ".",
+        ))
+    return inputs
+
+
+def _missing(out: Outcome, kind: str, name: str, key: str, whole: bool) -> None:
+    what = f"{kind} {name}" if whole else f"key {key!r} in {kind} {name}"
+    out.temporary = True
+    out.conditions.append(conditions.failed(
+        conditions.CA_AVAILABLE, "SourceNotFound",
+        f"{what} not found in the operator namespace: create it or fix spec.ca.",
+    ))
+    return None
+
+
+def _rotation(
+    spec: TrustSpec, previous: Previous, now: dt.datetime, out: Outcome
+) -> list[tuple[str, bytes]]:
+    """Keep CAs the registry stopped serving for ``rotationOverlap``, so nodes trust
+    both the old and the new CA while the registry's certificate is being replaced."""
+    assert spec.ca.fetch is not None
+    overlap = spec.ca.fetch.rotation_overlap
+    current = set(out.fetched)
+    retired = {r.sha256: r for r in previous.retired if r.sha256 not in current}
+    for sha in previous.fetched:
+        if sha not in current and sha not in retired:
+            retired[sha] = RetiredCA(sha, now)
+    keep = {s: r for s, r in retired.items() if now < r.retired_at + overlap}
+    pems = _certs_by_sha(previous.bundle_pem)
+    kept_inputs = []
+    for sha, r in sorted(keep.items()):
+        pem = pems.get(sha)
+        if pem is None:
+            out.warnings.append(f"previous CA {sha} is no longer in the published bundle; "
+                                "it cannot be kept for the rotation overlap")
+            continue
+        kept_inputs.append((f"previous CA {sha} (rotation overlap)", pem))
+    out.retired = tuple(r for s, r in sorted(keep.items()) if s in pems)
+    return kept_inputs
+
+
+def _certs_by_sha(bundle_pem: bytes | None) -> dict[str, bytes]:
+    if not bundle_pem:
+        return {}
+    try:
+        parsed = certs.parse_certificates(bundle_pem, source="the previous bundle")
+    except certs.CertError:
+        return {}
+    return {
+        certs.fingerprint_der(c.public_bytes(Encoding.DER)): c.public_bytes(Encoding.PEM)
+        for c in parsed
+    }
+
+
+def _client(
+    spec: TrustSpec,
+    sources: Sources,
+    override: tuple[bytes, bytes] | None,
+    now: dt.datetime,
+    out: Outcome,
+) -> bool:
+    """ClientCertificateValid (only with a client certificate). False on failure."""
+    if override is not None:
+        pair, where = override, "the --client-cert/--client-key files"
+    elif spec.client_secret is not None:
+        data = sources.secret(spec.client_secret)
+        where = f"Secret {spec.client_secret}"
+        if data is None or "tls.crt" not in data or "tls.key" not in data:
+            out.temporary = True
+            out.conditions.append(conditions.failed(
+                conditions.CLIENT_CERTIFICATE_VALID, "SecretNotFound",
+                f"{where} " + ("not found in the operator namespace" if data is None
+                               else "lacks tls.crt or tls.key")
+                + ": create a kubernetes.io/tls Secret with the client certificate and key.",
+            ))
+            return False
+        pair = (data["tls.crt"], data["tls.key"])
+    else:
+        return True
+    try:
+        out.client = certs.validate_client_pair(pair[0], pair[1], now=now)
+    except certs.CertError as exc:
+        out.conditions.append(conditions.failed(
+            conditions.CLIENT_CERTIFICATE_VALID, exc.reason, f"{where}: {exc.message}"))
+        return False
+    out.warnings.extend(out.client.warnings)
+    out.conditions.append(conditions.ok(
+        conditions.CLIENT_CERTIFICATE_VALID, "Valid",
+        f"{where}: {out.client.summary.subject}, valid until "
+        f"{conditions.rfc3339(out.client.summary.not_after)}.",
+    ))
+    return True
+
+
+def reconcile(
+    spec: TrustSpec,
+    *,
+    sources: Sources,
+    now: dt.datetime,
+    previous: Previous | None = None,
+    network: Network | None = None,
+    client_override: tuple[bytes, bytes] | None = None,
+) -> Outcome:
+    """Decide the trust material for ``spec``. Never raises for bad input: every
+    problem is a condition. ``publish`` is set only when every check passed; otherwise
+    the caller keeps what it published last."""
+    previous = previous or Previous()
+    network = network or LiveNetwork()
+    out = Outcome(conditions=[])
+
+    inputs = _resolve_sources(spec, sources, network, previous, now, out)
+    bundle_ok = False
+    if inputs is None:
+        out.conditions.append(conditions.unknown(
+            conditions.BUNDLE_VALID, "SourcesUnavailable", "Waiting for every CA source."))
+    else:
+        try:
+            out.bundle = certs.compose_bundle(inputs, now=now)
+        except certs.CertError as exc:
+            out.conditions.append(conditions.failed(conditions.BUNDLE_VALID, exc.reason, exc.message))
+        else:
+            bundle_ok = True
+            out.warnings.extend(out.bundle.warnings)
+            out.conditions.append(conditions.ok(
+                conditions.BUNDLE_VALID, "Valid",
+                f"{len(out.bundle.certificates)} CA certificate(s), earliest expiry "
+                f"{conditions.rfc3339(out.bundle.not_after)}.",
+            ))
+
+    client_ok = _client(spec, sources, client_override, now, out)
+
+    if not (bundle_ok and client_ok) or out.bundle is None:
+        out.conditions.append(conditions.unknown(
+            conditions.REGISTRY_VERIFIED, "NotChecked",
+            "Waiting for a valid bundle and client certificate."))
+        return out
+
+    if not spec.verify_tls:
+        out.conditions.append(conditions.ok(
+            conditions.REGISTRY_VERIFIED, "VerificationDisabled",
+            "spec.verify.tls is false: the bundle was not checked against the registry."))
+    else:
+        pair = (out.client.cert_pem, out.client.key_pem) if out.client else None
+        probe = spec.verify_client_auth and pair is not None
+        try:
+            result = network.verify_registry(spec.registry, out.bundle.pem, pair,
+                                             probe_client_auth=probe)
+        except fetch.VerifyError as exc:
+            out.temporary = exc.reason == "Unreachable"
+            out.conditions.append(
+                conditions.failed(conditions.REGISTRY_VERIFIED, exc.reason, exc.message))
+            return out
+        detail = f" and /basic_info reports {result.authn_method}" if probe else ""
+        out.conditions.append(conditions.ok(
+            conditions.REGISTRY_VERIFIED, "Verified",
+            f"The bundle validates {spec.registry}'s TLS chain and name{detail}."))
+
+    data = {CA_KEY: out.bundle.pem}
+    if out.client is not None:
+        data[CERT_KEY] = out.client.cert_pem
+        data[KEY_KEY] = out.client.key_pem
+    out.publish = data
+    out.content_hash = certs.content_hash(data)
+    return out
+
+
+def summarize(conds: Sequence[Condition]) -> str:
+    """One line for logs and the CLI: ``Ready`` or the first failure."""
+    failed = next((c for c in conds if c.status != conditions.TRUE), None)
+    return "Ready" if failed is None else f"{failed.type}={failed.status} {failed.reason}: {failed.message}"
