@@ -1,0 +1,97 @@
+"""The canonical CRD in crds/ and the examples that must validate against it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from dtrtrust.spec import SpecError, parse_trust
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = yaml.safe_load((ROOT / "crds" / "dtrtrust.io_dtrtrusts.yaml").read_text())
+SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def _trusts(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == "DTRTrust"]
+
+
+def _validate(obj: dict[str, Any]) -> None:
+    jsonschema.Draft7Validator(SCHEMA).validate(obj)
+
+
+def _walk(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, schema
+    for name, sub in (schema.get("properties") or {}).items():
+        yield from _walk(sub, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict):
+        yield from _walk(schema["items"], f"{path}[]")
+
+
+def test_crd_names_are_the_fixed_contract() -> None:
+    names = CRD["spec"]["names"]
+    assert CRD["spec"]["group"] == "dtrtrust.io"
+    assert CRD["spec"]["scope"] == "Cluster"
+    assert (names["kind"], names["plural"], names["singular"], names["shortNames"]) == (
+        "DTRTrust", "dtrtrusts", "dtrtrust", ["dtrt"])
+    version = CRD["spec"]["versions"][0]
+    assert version["name"] == "v1alpha1"
+    assert version["subresources"] == {"status": {}}
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    assert columns == ["Registry", "Ready", "Nodes", "Expires", "Age"]
+
+
+def test_every_spec_and_status_field_has_a_description_for_kubectl_explain() -> None:
+    missing = [
+        path
+        for root in ("spec", "status")
+        for path, node in _walk(SCHEMA["properties"][root], root)
+        if not node.get("description") and not path.endswith("[]")
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_validates_against_the_crd_and_parses(path: Path) -> None:
+    trusts = _trusts(path)
+    assert trusts, f"{path.name} has no DTRTrust"
+    for trust in trusts:
+        _validate(trust)
+        parse_trust(trust)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("registry", "DTR.example.com"),
+        ("registry", "dtr.example.com/path"),
+        ("registry", "https://dtr.example.com"),
+        ("registry", "dtr..example.com"),
+        ("registry", "dtr.example.com:0"),
+        ("registry", "dtr.example.com:"),
+        ("targets", ["docker", "kubelet"]),
+        ("deletionPolicy", "Orphan"),
+    ],
+)
+def test_invalid_spec_is_rejected_by_both_the_crd_and_the_parser(field: str, value: Any) -> None:
+    trust = _trusts(ROOT / "examples" / "pinned-fetch.yaml")[0]
+    trust["spec"][field] = value
+    with pytest.raises(jsonschema.ValidationError):
+        _validate(trust)
+    with pytest.raises(SpecError):
+        parse_trust(trust)
+
+
+def test_malformed_pin_is_rejected_by_both_the_crd_and_the_parser() -> None:
+    trust = _trusts(ROOT / "examples" / "pinned-fetch.yaml")[0]
+    trust["spec"]["ca"]["fetch"]["pinnedSHA256"] = ["sha256:abc"]
+    with pytest.raises(jsonschema.ValidationError):
+        _validate(trust)
+    with pytest.raises(SpecError, match="pinnedSHA256"):
+        parse_trust(trust)
