@@ -99,7 +99,7 @@ def merge(
 ) -> list[Condition]:
     """Stamp ``current`` with observedGeneration and a lastTransitionTime that moves
     only when a condition's status changes. Output is in the fixed ORDER."""
-    before = {c.type: Condition.from_dict(c) for c in (previous or [])}
+    before = {cond.type: cond for cond in map(Condition.from_dict, previous or [])}
     stamped: dict[str, Condition] = {}
     for cond in current:
         old = before.get(cond.type)
