@@ -340,7 +340,7 @@ def _issue(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=30 if is_ca else 7))
+        .not_valid_after(now + dt.timedelta(days=3650 if is_ca else 365))
         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=ca_pathlen), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
