@@ -273,7 +273,7 @@ def _parse_certs(data: bytes, source: str, key_advice: str) -> list[x509.Certifi
             cert.subject.rfc4514_string()
             cert.issuer.rfc4514_string()
             _is_ca(cert)
-        except ValueError:
+        except (ValueError, x509.DuplicateExtension):
             raise CertError(
                 "InvalidPEM",
                 f"block {block.number} in {source} is not a parseable X.509 certificate: "
@@ -340,6 +340,11 @@ def _canonical_pem(certs: Iterable[x509.Certificate]) -> bytes:
 # --------------------------------------------------------------------------- bundle
 
 
+def _require_aware(now: dt.datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise TypeError("now must be a timezone-aware datetime (e.g. datetime.now(UTC))")
+
+
 def _check_size(what: str, size: int, max_bytes: int, advice: str) -> None:
     if size > max_bytes:
         raise CertError(
@@ -362,6 +367,7 @@ def compose_bundle(
     deterministically (subject, then SHA-256). Empty result -> CertError(Empty/NotACA/Expired):
     Expired when at least one CA certificate was found but every one had expired, NotACA when
     only non-CA certificates were found, Empty when there were no certificates at all."""
+    _require_aware(now)
     total = sum(len(data) for _, data in sources)
     _check_size(
         "the CA input (all sources together)",
@@ -559,6 +565,7 @@ def validate_client_pair(
 
     ``cert_pem`` is the leaf, optionally followed by chain certificates (kept, leaf first,
     exact duplicates dropped). ``key_pem`` is kept in the format given (see module doc)."""
+    _require_aware(now)
     certs = _leaf_and_chain(cert_pem, cert_source)
     leaf = certs[0]
     key, normalised_key = _load_key(key_pem, key_source)

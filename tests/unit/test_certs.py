@@ -794,3 +794,11 @@ def test_pkcs12_ca_file_is_strict_pem() -> None:
         )
     assert info.value.reason == "InvalidPEM"
     assert "the CA file" in info.value.message
+
+
+def test_naive_now_is_a_programming_error_not_a_certificate_error() -> None:
+    naive = NOW.replace(tzinfo=None)
+    with pytest.raises(TypeError, match="timezone-aware"):
+        certs.compose_bundle([("a", ROOT.cert_pem)], now=naive)
+    with pytest.raises(TypeError, match="timezone-aware"):
+        certs.validate_client_pair(CLIENT.cert_pem, CLIENT.key_pem, now=naive)
