@@ -612,18 +612,36 @@ http {{
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
+    """Wait until ``proc`` itself listens on 127.0.0.1:``port`` (not some other process)."""
     deadline = time.monotonic() + _READY_TIMEOUT
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise StackError(f"{name} exited at start ({_tail(log)}); see {log}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if proc.poll() is not None or "address already in use" in _tail(log).lower():
+            tail = _tail(log)
+            error = _PortTaken if "address already in use" in tail.lower() else StackError
+            raise error(f"{name} did not start ({tail}); see {log}")
+        if _listens(proc.pid, port):
+            return
         time.sleep(0.01)
     raise StackError(
         f"{name} did not listen on 127.0.0.1:{port} within {_READY_TIMEOUT:.0f} s; see {log}"
     )
+
+
+def _listens(pid: int, port: int) -> bool:
+    """True when a socket of ``pid`` listens on 127.0.0.1:``port`` (Linux /proc)."""
+    wanted = f"0100007F:{port:04X}"
+    inodes = set()
+    try:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[1] == wanted and cols[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{cols[9]}]")
+        if not inodes:
+            return False
+        fds = Path(f"/proc/{pid}/fd")
+        return any(os.readlink(fd) in inodes for fd in fds.iterdir())
+    except OSError:
+        return False
 
 
 def _tail(log: Path) -> str:
@@ -635,7 +653,7 @@ def _tail(log: Path) -> str:
 
 
 def _spawn(argv: list[str], log: Path, detach: bool) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
+    with log.open("wb") as out:
         return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -686,10 +704,30 @@ def start(workdir: Path, *, detach: bool = False) -> Stack:
         )
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    pki = _make_pki(workdir / "pki", now)
-    port, leaf_only_port, registry_port = _free_ports(3)
+    pki = _make_pki(workdir / "pki", dt.datetime.now(dt.UTC))
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        try:
+            stack = _launch(workdir, pki, detach)
+            break
+        except _PortTaken:
+            # Another process took a port between _free_ports() and the bind: new ports.
+            if attempt == _START_ATTEMPTS:
+                raise StackError(
+                    f"no free ports on 127.0.0.1 after {attempt} attempts; see {workdir}"
+                ) from None
+    _write(workdir / STATE_FILE, json.dumps(stack.to_json(), indent=2).encode() + b"\n")
+    return stack
 
+
+_START_ATTEMPTS = 3
+
+
+class _PortTaken(StackError):
+    pass
+
+
+def _launch(workdir: Path, pki: dict[str, Any], detach: bool) -> Stack:
+    port, leaf_only_port, registry_port = _free_ports(3)
     reg_dir = workdir / "registry"
     (reg_dir / "data").mkdir(parents=True, exist_ok=True)
     reg_conf = _write(
@@ -703,10 +741,13 @@ def start(workdir: Path, *, detach: bool = False) -> Stack:
         _nginx_config(ngx_dir, pki, port, leaf_only_port, registry_port).encode(),
     )
 
+    reg_log = reg_dir / "registry.log"
+    ngx_log = ngx_dir / "error.log"
+    for log in (reg_log, ngx_log):
+        log.write_bytes(b"")  # a retry must not read the previous attempt's errors
     procs: list[subprocess.Popen[bytes]] = []
     pids: dict[str, int] = {}
     try:
-        reg_log = reg_dir / "registry.log"
         registry = _spawn(
             [find_binary("docker-registry") or "docker-registry", "serve", str(reg_conf)],
             reg_log,
@@ -714,7 +755,6 @@ def start(workdir: Path, *, detach: bool = False) -> Stack:
         )
         procs.append(registry)
         pids["docker-registry"] = registry.pid
-        ngx_log = ngx_dir / "error.log"
         nginx = _spawn(
             [
                 find_binary("nginx") or "nginx",
@@ -747,7 +787,6 @@ def start(workdir: Path, *, detach: bool = False) -> Stack:
         for proc in reversed(procs):
             _stop_child(proc)
         raise
-    _write(workdir / STATE_FILE, json.dumps(stack.to_json(), indent=2).encode() + b"\n")
     return stack
 
 
