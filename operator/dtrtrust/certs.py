@@ -37,6 +37,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -514,12 +515,10 @@ def _load_key(key_pem: bytes, source: str) -> tuple[PrivateKey, bytes]:
     return key, normalised
 
 
-def _spki(public_key: object) -> bytes:
-    assert hasattr(public_key, "public_bytes")
-    der: bytes = public_key.public_bytes(
+def _spki(public_key: PublicKeyTypes) -> bytes:
+    return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return der
 
 
 def _leaf_and_chain(cert_pem: bytes, source: str) -> list[x509.Certificate]:
