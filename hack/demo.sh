@@ -96,6 +96,7 @@ note "(followed in the same file by the kubernetes.io/tls Secret demo-node-clien
 # -----------------------------------------------------------------------------------------------
 step "3/5  dtrtrust apply -f $MANIFEST --host-root $DEMO/host"
 HOST=$DEMO/host
+mkdir -p "$HOST" # stands for the host's /, which always exists
 set +e
 "$DTRTRUST" apply -f "$MANIFEST" --host-root "$HOST" 2>&1 | indent
 applied=${PIPESTATUS[0]}
@@ -107,12 +108,18 @@ fi
 
 # -----------------------------------------------------------------------------------------------
 step "4/5  The files it wrote (mode, size, path under $HOST)"
-find "$HOST" -mindepth 1 \( -type f -o -type d \) -printf '%M %m %6s  %P\n' | sort -k4 | indent
+find "$HOST/etc" \( -type f -o -type d \) -printf '%M %m %6s  etc/%P\n' | sort -k4 | indent
 note "keys are 0600, everything else 0644; a real node gets the same tree under /"
+others=$(find "$HOST" -mindepth 1 -maxdepth 1 ! -name etc -printf '%P/ ' | sort)
+[[ -z $others ]] || note "also under $HOST: $others(dtrtrust's record of what it owns)"
 
 # -----------------------------------------------------------------------------------------------
 step "5/5  Pull $IMAGE_REF with real clients, using exactly those files"
 CERTS=$HOST/etc/docker/certs.d/$ADDR
+if [[ ! -f $CERTS/ca.crt ]]; then
+    echo "demo: dtrtrust apply reported Ready but wrote no $CERTS/ca.crt" >&2
+    exit 1
+fi
 printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' >"$DEMO/policy.json"
 note "\$ skopeo copy --src-cert-dir $CERTS docker://$IMAGE_REF oci:$DEMO/pulled:1.0"
 skopeo --policy "$DEMO/policy.json" copy --quiet --src-cert-dir "$CERTS" \
