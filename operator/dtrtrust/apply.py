@@ -106,8 +106,9 @@ def _collect(doc: Mapping[str, Any], path: str, found: Manifests) -> None:
             str(k): str(v) for k, v in (doc.get("data") or {}).items()
         }
     else:
-        log.warning("%s: ignoring %s %s (apply reads %s, Secret and ConfigMap)",
-                    path, kind, name, KIND)
+        log.warning(
+            "%s: ignoring %s %s (apply reads %s, Secret and ConfigMap)", path, kind, name, KIND
+        )
 
 
 @dataclass
@@ -157,12 +158,16 @@ def _nodes_condition(result: writer.SyncResult) -> Condition:
     problems = [d for d in result.dirs if d.action not in ("written", "unchanged")]
     if not problems:
         written = sum(d.action == "written" for d in result.dirs)
-        return conditions.ok(conditions.NODES_SYNCED, "Synced",
-                             f"{len(result.dirs)} director(ies) in place, {written} written.")
+        return conditions.ok(
+            conditions.NODES_SYNCED,
+            "Synced",
+            f"{len(result.dirs)} director(ies) in place, {written} written.",
+        )
     first = problems[0]
     reason = "Conflict" if first.action == "conflict" else "NodeErrors"
     return conditions.failed(
-        conditions.NODES_SYNCED, reason,
+        conditions.NODES_SYNCED,
+        reason,
         f"{first.target} {first.address}: {first.message}"
         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
     )
@@ -198,8 +203,9 @@ def _system_trust(opts: HostOptions, spec: TrustSpec, ca_pem: bytes | None) -> l
     if changed and opts.host_root == Path("/"):
         subprocess.run(["update-ca-certificates"], check=False, capture_output=True)
     elif changed:
-        log.info("system trust written under %s; run update-ca-certificates on that host",
-                 opts.host_root)
+        log.info(
+            "system trust written under %s; run update-ca-certificates on that host", opts.host_root
+        )
     return [str(Path(SYSTEM_TRUST_DIR) / f) for f in want]
 
 
@@ -245,12 +251,20 @@ def apply_trust(
     previous = Previous.from_status(
         state.get("bundle"), previous_pem.encode() if isinstance(previous_pem, str) else None
     )
-    out = reconcile(spec, sources=sources, now=now, previous=previous, network=network,
-                    client_override=opts.client_override)
+    out = reconcile(
+        spec,
+        sources=sources,
+        now=now,
+        previous=previous,
+        network=network,
+        client_override=opts.client_override,
+    )
     conds = list(out.conditions)
     if out.publish is not None:
         dirs = layout.desired_dirs(
-            spec.addresses, spec.targets, out.publish[CA_KEY],
+            spec.addresses,
+            spec.targets,
+            out.publish[CA_KEY],
             (out.publish["client.cert"], out.publish["client.key"]) if out.client else None,
             home=opts.home_rel,
         )
@@ -261,9 +275,13 @@ def apply_trust(
         if opts.system_trust:
             _system_trust(opts, spec, out.publish[CA_KEY])
     else:
-        conds.append(conditions.unknown(
-            conditions.NODES_SYNCED, "KeptPrevious",
-            "Nothing was written: the files from the last successful apply stay in place."))
+        conds.append(
+            conditions.unknown(
+                conditions.NODES_SYNCED,
+                "KeptPrevious",
+                "Nothing was written: the files from the last successful apply stay in place.",
+            )
+        )
     conds.append(conditions.ready(conds))
     merged = conditions.merge(state.get("conditions"), conds, generation=spec.generation, now=now)
     status = _status(spec, out, merged)
@@ -281,8 +299,9 @@ def apply_trust(
 def apply_all(
     manifests: Manifests, opts: HostOptions, *, now: dt.datetime, network: Network | None = None
 ) -> list[TrustResult]:
-    return [apply_trust(m, manifests.sources, opts, now=now, network=network)
-            for m in manifests.trusts]
+    return [
+        apply_trust(m, manifests.sources, opts, now=now, network=network) for m in manifests.trusts
+    ]
 
 
 def delete_all(manifests: Manifests, opts: HostOptions) -> list[str]:

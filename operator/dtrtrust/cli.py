@@ -37,7 +37,7 @@ def _client_pair(args: argparse.Namespace) -> tuple[bytes, bytes] | None:
     cert, key = getattr(args, "client_cert", None), getattr(args, "client_key", None)
     if bool(cert) != bool(key):
         raise UsageError("--client-cert and --client-key go together: give both or neither")
-    if not cert:
+    if not cert or not key:
         return None
     return _read(cert, "client certificate"), _read(key, "client key")
 
@@ -67,8 +67,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     for r in results:
         if not r.ready:
             ready = next(c for c in r.status["conditions"] if c["type"] == "Ready")
-            print(f"dtrtrust: {r.name} is not Ready: {ready['reason']}: {ready['message']}",
-                  file=sys.stderr)
+            print(
+                f"dtrtrust: {r.name} is not Ready: {ready['reason']}: {ready['message']}",
+                file=sys.stderr,
+            )
     return EXIT_OK if all(r.ready for r in results) else EXIT_NOT_READY
 
 
@@ -121,7 +123,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     from dtrtrust import agent
 
-    return agent.run(args)
+    return int(agent.run(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,38 +134,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dtrtrust {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
-    parser.add_argument("--debug", action="store_true",
-                        help="show tracebacks for unexpected errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks for unexpected errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "apply", help="reconcile DTRTrust manifests on this host, without a cluster",
+        "apply",
+        help="reconcile DTRTrust manifests on this host, without a cluster",
         description="Fetch and check the registry CA, compose the bundle, verify it against the "
         "registry, and write ca.crt / client.cert / client.key (and containerd's hosts.toml) "
         "into this host's certs.d directories. Prints the status as YAML; exits 0 only when "
         "every trust is Ready. A failed check writes nothing: the previous files stay.",
     )
-    p.add_argument("-f", "--filename", action="append", required=True, metavar="FILE",
-                   help="YAML with DTRTrust manifests and the Secrets/ConfigMaps they reference "
-                   "(repeatable; - for stdin)")
-    p.add_argument("--host-root", default="/", metavar="DIR",
-                   help="where the host's / is (default /); files go under DIR/etc/...")
-    p.add_argument("--client-cert", metavar="FILE",
-                   help="client certificate PEM (overrides spec.clientCertificate)")
+    p.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="YAML with DTRTrust manifests and the Secrets/ConfigMaps they reference "
+        "(repeatable; - for stdin)",
+    )
+    p.add_argument(
+        "--host-root",
+        default="/",
+        metavar="DIR",
+        help="where the host's / is (default /); files go under DIR/etc/...",
+    )
+    p.add_argument(
+        "--client-cert",
+        metavar="FILE",
+        help="client certificate PEM (overrides spec.clientCertificate)",
+    )
     p.add_argument("--client-key", metavar="FILE", help="its unencrypted private key PEM")
-    p.add_argument("--home", metavar="DIR",
-                   help="home whose .docker/tls gets the notary files (default $HOME)")
-    p.add_argument("--system-trust", action="store_true",
-                   help="also install the CA bundle in the OS trust store "
-                   "(/usr/local/share/ca-certificates + update-ca-certificates); "
-                   "undone by --delete --system-trust")
-    p.add_argument("--delete", action="store_true",
-                   help="remove what these trusts wrote on this host and restore files they "
-                   "had replaced")
+    p.add_argument(
+        "--home", metavar="DIR", help="home whose .docker/tls gets the notary files (default $HOME)"
+    )
+    p.add_argument(
+        "--system-trust",
+        action="store_true",
+        help="also install the CA bundle in the OS trust store "
+        "(/usr/local/share/ca-certificates + update-ca-certificates); "
+        "undone by --delete --system-trust",
+    )
+    p.add_argument(
+        "--delete",
+        action="store_true",
+        help="remove what these trusts wrote on this host and restore files they had replaced",
+    )
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser(
-        "inspect", help="diagnose a registry: CA, chain, fingerprints, host name, client auth",
+        "inspect",
+        help="diagnose a registry: CA, chain, fingerprints, host name, client auth",
         description="Show what a registry serves at /ca and in its TLS handshake, whether the "
         "chain validates for its name, what /basic_info reports, and the pinnedSHA256 line to "
         "paste into a DTRTrust.",
@@ -175,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(
-        "p12", help="bundle a client certificate and key as PKCS#12 for a browser or keychain",
+        "p12",
+        help="bundle a client certificate and key as PKCS#12 for a browser or keychain",
         description="Write a password-protected PKCS#12 file. The password is asked for on the "
         "terminal or read from --password-file, never taken from the command line.",
     )
@@ -188,18 +213,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_p12)
 
     p = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
-    p.add_argument("--namespace", default=os.environ.get("DTRTRUST_NAMESPACE", "dtrtrust-system"),
-                   help="operator namespace: bundle Secrets, source refs, the agent DaemonSet")
-    p.add_argument("--metrics-port", type=int,
-                   default=int(os.environ.get("DTRTRUST_METRICS_PORT", "8080")),
-                   help="port of /metrics and /healthz")
+    p.add_argument(
+        "--namespace",
+        default=os.environ.get("DTRTRUST_NAMESPACE", "dtrtrust-system"),
+        help="operator namespace: bundle Secrets, source refs, the agent DaemonSet",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("DTRTRUST_METRICS_PORT", "8080")),
+        help="port of /metrics and /healthz",
+    )
     p.set_defaults(func=cmd_operator)
 
     p = sub.add_parser("agent", help="run the node agent (one per node, from the DaemonSet)")
-    p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), required=False,
-                   help="this node's name (default $NODE_NAME)")
-    p.add_argument("--host-root", default=os.environ.get("DTRTRUST_HOST_ROOT", "/host"),
-                   help="where the host's / is mounted")
+    p.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME"),
+        required=False,
+        help="this node's name (default $NODE_NAME)",
+    )
+    p.add_argument(
+        "--host-root",
+        default=os.environ.get("DTRTRUST_HOST_ROOT", "/host"),
+        help="where the host's / is mounted",
+    )
     p.add_argument("--namespace", default=os.environ.get("DTRTRUST_NAMESPACE", "dtrtrust-system"))
     p.set_defaults(func=cmd_agent)
     return parser
@@ -227,8 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        print(f"dtrtrust: unexpected error ({type(exc).__name__}): {exc}. "
-              "Run again with --debug for details.", file=sys.stderr)
+        print(
+            f"dtrtrust: unexpected error ({type(exc).__name__}): {exc}. "
+            "Run again with --debug for details.",
+            file=sys.stderr,
+        )
         return EXIT_NOT_READY
 
 

@@ -87,7 +87,9 @@ def ready(conditions: Iterable[Condition]) -> Condition:
         cond = by_type.get(type_)
         if cond is not None and cond.status != TRUE:
             return Condition(READY, FALSE, cond.reason, f"{type_}: {cond.message}")
-    return Condition(READY, TRUE, "Ready", "The bundle is published and every selected node has it.")
+    return Condition(
+        READY, TRUE, "Ready", "The bundle is published and every selected node has it."
+    )
 
 
 def merge(

@@ -25,7 +25,7 @@ from dtrtrust import certs, conditions, fetch
 from dtrtrust.conditions import Condition
 from dtrtrust.spec import TrustSpec
 
-SECRET_PREFIX = "dtrtrust-"
+SECRET_PREFIX = "dtrtrust-"  # noqa: S105 - a name prefix, not a password
 CA_KEY = "ca.crt"
 CERT_KEY = "client.cert"
 KEY_KEY = "client.key"
@@ -110,8 +110,9 @@ class Previous:
     retired: tuple[RetiredCA, ...] = ()
 
     @classmethod
-    def from_status(cls, bundle_status: Mapping[str, Any] | None, bundle_pem: bytes | None
-                    ) -> Previous:
+    def from_status(
+        cls, bundle_status: Mapping[str, Any] | None, bundle_pem: bytes | None
+    ) -> Previous:
         status = bundle_status or {}
         retired = []
         for item in status.get("previousCAs") or []:
@@ -130,7 +131,9 @@ class Previous:
 @dataclass
 class Outcome:
     conditions: list[Condition]
-    publish: dict[str, bytes] | None = None  # Secret data / files to publish; None keeps the last good
+    publish: dict[str, bytes] | None = (
+        None  # Secret data / files to publish; None keeps the last good
+    )
     content_hash: str | None = None
     bundle: certs.Bundle | None = None
     client: certs.ClientPair | None = None
@@ -184,13 +187,16 @@ def _resolve_sources(
         started = time.monotonic()
         try:
             got = network.fetch_ca(
-                ca.fetch.url, pins=ca.fetch.pins,
+                ca.fetch.url,
+                pins=ca.fetch.pins,
                 insecure_skip_pinning=ca.fetch.insecure_skip_pinning,
             )
         except (fetch.FetchError, certs.CertError) as exc:
             out.fetch_seconds = time.monotonic() - started
             out.temporary = getattr(exc, "reason", "") == "FetchFailed"
-            out.conditions.append(conditions.failed(conditions.CA_AVAILABLE, exc.reason, exc.message))
+            out.conditions.append(
+                conditions.failed(conditions.CA_AVAILABLE, exc.reason, exc.message)
+            )
             return None
         out.fetch_seconds = time.monotonic() - started
         out.pinned = got.pinned
@@ -202,38 +208,49 @@ def _resolve_sources(
     for ref in ca.secret_refs:
         data = sources.secret(ref.name)
         if data is None or ref.key not in data:
-            return _missing(out, "Secret", ref.name, ref.key, data is None)
+            _missing(out, "Secret", ref.name, ref.key, data is None)
+            return None
         inputs.append((f"Secret {ref.name} key {ref.key}", data[ref.key]))
     for ref in ca.config_map_refs:
         cm = sources.config_map(ref.name)
         if cm is None or ref.key not in cm:
-            return _missing(out, "ConfigMap", ref.name, ref.key, cm is None)
+            _missing(out, "ConfigMap", ref.name, ref.key, cm is None)
+            return None
         inputs.append((f"ConfigMap {ref.name} key {ref.key}", cm[ref.key].encode()))
 
     if ca.fetch is not None and not out.pinned:
-        out.conditions.append(conditions.ok(
-            conditions.CA_AVAILABLE, "Unpinned",
-            f"Fetched {ca.fetch.url} WITHOUT pinning (insecureSkipPinning: true): anyone on the "
-            "path could have served it. Pin it: add the sha256 shown in status.bundle.fetchedSHA256 "
-            "to spec.ca.fetch.pinnedSHA256.",
-        ))
+        out.conditions.append(
+            conditions.ok(
+                conditions.CA_AVAILABLE,
+                "Unpinned",
+                f"Fetched {ca.fetch.url} WITHOUT pinning (insecureSkipPinning: true): anyone "
+                "on the path could have served it. Pin it: add the sha256 shown in "
+                "status.bundle.fetchedSHA256 to spec.ca.fetch.pinnedSHA256.",
+            )
+        )
     else:
-        out.conditions.append(conditions.ok(
-            conditions.CA_AVAILABLE, "Resolved",
-            f"{len(inputs)} CA source(s) resolved"
-            + (f", fetched CA matches a pin" if ca.fetch is not None else "") + ".",
-        ))
+        out.conditions.append(
+            conditions.ok(
+                conditions.CA_AVAILABLE,
+                "Resolved",
+                f"{len(inputs)} CA source(s) resolved"
+                + (", fetched CA matches a pin" if ca.fetch is not None else "")
+                + ".",
+            )
+        )
     return inputs
 
 
 def _missing(out: Outcome, kind: str, name: str, key: str, whole: bool) -> None:
     what = f"{kind} {name}" if whole else f"key {key!r} in {kind} {name}"
     out.temporary = True
-    out.conditions.append(conditions.failed(
-        conditions.CA_AVAILABLE, "SourceNotFound",
-        f"{what} not found in the operator namespace: create it or fix spec.ca.",
-    ))
-    return None
+    out.conditions.append(
+        conditions.failed(
+            conditions.CA_AVAILABLE,
+            "SourceNotFound",
+            f"{what} not found in the operator namespace: create it or fix spec.ca.",
+        )
+    )
 
 
 def _rotation(
@@ -251,11 +268,13 @@ def _rotation(
     keep = {s: r for s, r in retired.items() if now < r.retired_at + overlap}
     pems = _certs_by_sha(previous.bundle_pem)
     kept_inputs = []
-    for sha, r in sorted(keep.items()):
+    for sha in sorted(keep):
         pem = pems.get(sha)
         if pem is None:
-            out.warnings.append(f"previous CA {sha} is no longer in the published bundle; "
-                                "it cannot be kept for the rotation overlap")
+            out.warnings.append(
+                f"previous CA {sha} is no longer in the published bundle; "
+                "it cannot be kept for the rotation overlap"
+            )
             continue
         kept_inputs.append((f"previous CA {sha} (rotation overlap)", pem))
     out.retired = tuple(r for s, r in sorted(keep.items()) if s in pems)
@@ -290,12 +309,19 @@ def _client(
         where = f"Secret {spec.client_secret}"
         if data is None or "tls.crt" not in data or "tls.key" not in data:
             out.temporary = True
-            out.conditions.append(conditions.failed(
-                conditions.CLIENT_CERTIFICATE_VALID, "SecretNotFound",
-                f"{where} " + ("not found in the operator namespace" if data is None
-                               else "lacks tls.crt or tls.key")
-                + ": create a kubernetes.io/tls Secret with the client certificate and key.",
-            ))
+            out.conditions.append(
+                conditions.failed(
+                    conditions.CLIENT_CERTIFICATE_VALID,
+                    "SecretNotFound",
+                    f"{where} "
+                    + (
+                        "not found in the operator namespace"
+                        if data is None
+                        else "lacks tls.crt or tls.key"
+                    )
+                    + ": create a kubernetes.io/tls Secret with the client certificate and key.",
+                )
+            )
             return False
         pair = (data["tls.crt"], data["tls.key"])
     else:
@@ -303,15 +329,21 @@ def _client(
     try:
         out.client = certs.validate_client_pair(pair[0], pair[1], now=now)
     except certs.CertError as exc:
-        out.conditions.append(conditions.failed(
-            conditions.CLIENT_CERTIFICATE_VALID, exc.reason, f"{where}: {exc.message}"))
+        out.conditions.append(
+            conditions.failed(
+                conditions.CLIENT_CERTIFICATE_VALID, exc.reason, f"{where}: {exc.message}"
+            )
+        )
         return False
     out.warnings.extend(out.client.warnings)
-    out.conditions.append(conditions.ok(
-        conditions.CLIENT_CERTIFICATE_VALID, "Valid",
-        f"{where}: {out.client.summary.subject}, valid until "
-        f"{conditions.rfc3339(out.client.summary.not_after)}.",
-    ))
+    out.conditions.append(
+        conditions.ok(
+            conditions.CLIENT_CERTIFICATE_VALID,
+            "Valid",
+            f"{where}: {out.client.summary.subject}, valid until "
+            f"{conditions.rfc3339(out.client.summary.not_after)}.",
+        )
+    )
     return True
 
 
@@ -334,49 +366,71 @@ def reconcile(
     inputs = _resolve_sources(spec, sources, network, previous, now, out)
     bundle_ok = False
     if inputs is None:
-        out.conditions.append(conditions.unknown(
-            conditions.BUNDLE_VALID, "SourcesUnavailable", "Waiting for every CA source."))
+        out.conditions.append(
+            conditions.unknown(
+                conditions.BUNDLE_VALID, "SourcesUnavailable", "Waiting for every CA source."
+            )
+        )
     else:
         try:
             out.bundle = certs.compose_bundle(inputs, now=now)
         except certs.CertError as exc:
-            out.conditions.append(conditions.failed(conditions.BUNDLE_VALID, exc.reason, exc.message))
+            out.conditions.append(
+                conditions.failed(conditions.BUNDLE_VALID, exc.reason, exc.message)
+            )
         else:
             bundle_ok = True
             out.warnings.extend(out.bundle.warnings)
-            out.conditions.append(conditions.ok(
-                conditions.BUNDLE_VALID, "Valid",
-                f"{len(out.bundle.certificates)} CA certificate(s), earliest expiry "
-                f"{conditions.rfc3339(out.bundle.not_after)}.",
-            ))
+            out.conditions.append(
+                conditions.ok(
+                    conditions.BUNDLE_VALID,
+                    "Valid",
+                    f"{len(out.bundle.certificates)} CA certificate(s), earliest expiry "
+                    f"{conditions.rfc3339(out.bundle.not_after)}.",
+                )
+            )
 
     client_ok = _client(spec, sources, client_override, now, out)
 
     if not (bundle_ok and client_ok) or out.bundle is None:
-        out.conditions.append(conditions.unknown(
-            conditions.REGISTRY_VERIFIED, "NotChecked",
-            "Waiting for a valid bundle and client certificate."))
+        out.conditions.append(
+            conditions.unknown(
+                conditions.REGISTRY_VERIFIED,
+                "NotChecked",
+                "Waiting for a valid bundle and client certificate.",
+            )
+        )
         return out
 
     if not spec.verify_tls:
-        out.conditions.append(conditions.ok(
-            conditions.REGISTRY_VERIFIED, "VerificationDisabled",
-            "spec.verify.tls is false: the bundle was not checked against the registry."))
+        out.conditions.append(
+            conditions.ok(
+                conditions.REGISTRY_VERIFIED,
+                "VerificationDisabled",
+                "spec.verify.tls is false: the bundle was not checked against the registry.",
+            )
+        )
     else:
         pair = (out.client.cert_pem, out.client.key_pem) if out.client else None
         probe = spec.verify_client_auth and pair is not None
         try:
-            result = network.verify_registry(spec.registry, out.bundle.pem, pair,
-                                             probe_client_auth=probe)
+            result = network.verify_registry(
+                spec.registry, out.bundle.pem, pair, probe_client_auth=probe
+            )
         except fetch.VerifyError as exc:
             out.temporary = exc.reason == "Unreachable"
             out.conditions.append(
-                conditions.failed(conditions.REGISTRY_VERIFIED, exc.reason, exc.message))
+                conditions.failed(conditions.REGISTRY_VERIFIED, exc.reason, exc.message)
+            )
             return out
         detail = f" and /basic_info reports {result.authn_method}" if probe else ""
-        out.conditions.append(conditions.ok(
-            conditions.REGISTRY_VERIFIED, "Verified",
-            f"The bundle validates {spec.registry}'s TLS chain and name{detail}."))
+        out.conditions.append(
+            conditions.ok(
+                conditions.REGISTRY_VERIFIED,
+                "Verified",
+                f"The bundle validates {spec.registry}'s TLS chain and name{detail}.",
+            )
+        )
 
     data = {CA_KEY: out.bundle.pem}
     if out.client is not None:
@@ -390,4 +444,8 @@ def reconcile(
 def summarize(conds: Sequence[Condition]) -> str:
     """One line for logs and the CLI: ``Ready`` or the first failure."""
     failed = next((c for c in conds if c.status != conditions.TRUE), None)
-    return "Ready" if failed is None else f"{failed.type}={failed.status} {failed.reason}: {failed.message}"
+    return (
+        "Ready"
+        if failed is None
+        else f"{failed.type}={failed.status} {failed.reason}: {failed.message}"
+    )

@@ -230,10 +230,13 @@ def parse_spec(name: str, spec: Mapping[str, Any], *, generation: int = 0) -> Tr
     client_secret = None
     client_raw = spec.get("clientCertificate")
     if client_raw is not None:
-        ref = _mapping(_mapping(client_raw, "spec.clientCertificate").get("secretRef"),
-                       "spec.clientCertificate.secretRef")
-        client_secret = _str(ref.get("name"), "spec.clientCertificate.secretRef.name",
-                             required=True)
+        ref = _mapping(
+            _mapping(client_raw, "spec.clientCertificate").get("secretRef"),
+            "spec.clientCertificate.secretRef",
+        )
+        client_secret = _str(
+            ref.get("name"), "spec.clientCertificate.secretRef.name", required=True
+        )
 
     targets_raw = _list(spec.get("targets"), "spec.targets") or ["docker"]
     for i, t in enumerate(targets_raw):

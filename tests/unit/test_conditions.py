@@ -27,8 +27,12 @@ def test_ready_carries_the_first_failing_reason_in_contract_order() -> None:
 
 def test_last_transition_time_is_kept_while_status_is_unchanged() -> None:
     first = c.merge(None, [c.ok(c.BUNDLE_VALID, "Valid", "2 certs")], generation=1, now=T0)
-    again = c.merge([x.to_dict() for x in first], [c.ok(c.BUNDLE_VALID, "Valid", "3 certs")],
-                    generation=2, now=T1)
+    again = c.merge(
+        [x.to_dict() for x in first],
+        [c.ok(c.BUNDLE_VALID, "Valid", "3 certs")],
+        generation=2,
+        now=T1,
+    )
     assert again[0].last_transition_time == "2030-01-01T00:00:00Z"
     assert again[0].observed_generation == 2
     assert again[0].message == "3 certs"
@@ -36,12 +40,20 @@ def test_last_transition_time_is_kept_while_status_is_unchanged() -> None:
 
 def test_last_transition_time_moves_when_status_changes() -> None:
     first = c.merge(None, [c.ok(c.BUNDLE_VALID, "Valid", "")], generation=1, now=T0)
-    changed = c.merge([x.to_dict() for x in first], [c.failed(c.BUNDLE_VALID, "Expired", "")],
-                      generation=1, now=T1)
+    changed = c.merge(
+        [x.to_dict() for x in first],
+        [c.failed(c.BUNDLE_VALID, "Expired", "")],
+        generation=1,
+        now=T1,
+    )
     assert changed[0].last_transition_time == "2030-01-01T01:00:00Z"
 
 
 def test_merge_orders_conditions_as_the_contract_lists_them() -> None:
-    merged = c.merge(None, [c.ok(c.READY, "Ready", ""), c.ok(c.CA_AVAILABLE, "Resolved", "")],
-                     generation=1, now=T0)
+    merged = c.merge(
+        None,
+        [c.ok(c.READY, "Ready", ""), c.ok(c.CA_AVAILABLE, "Resolved", "")],
+        generation=1,
+        now=T0,
+    )
     assert [x.type for x in merged] == [c.CA_AVAILABLE, c.READY]

@@ -39,7 +39,11 @@ def test_crd_names_are_the_fixed_contract() -> None:
     assert CRD["spec"]["group"] == "dtrtrust.io"
     assert CRD["spec"]["scope"] == "Cluster"
     assert (names["kind"], names["plural"], names["singular"], names["shortNames"]) == (
-        "DTRTrust", "dtrtrusts", "dtrtrust", ["dtrt"])
+        "DTRTrust",
+        "dtrtrusts",
+        "dtrtrust",
+        ["dtrt"],
+    )
     version = CRD["spec"]["versions"][0]
     assert version["name"] == "v1alpha1"
     assert version["subresources"] == {"status": {}}

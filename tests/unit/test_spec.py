@@ -13,17 +13,25 @@ PIN = "sha256:" + "ab" * 32
 
 
 def manifest(**spec: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"registry": "dtr.example.com:4443", "ca": {"fetch": {"pinnedSHA256": [PIN]}}}
+    base: dict[str, Any] = {
+        "registry": "dtr.example.com:4443",
+        "ca": {"fetch": {"pinnedSHA256": [PIN]}},
+    }
     base.update(spec)
-    return {"apiVersion": "dtrtrust.io/v1alpha1", "kind": "DTRTrust",
-            "metadata": {"name": "dtr", "generation": 3}, "spec": base}
+    return {
+        "apiVersion": "dtrtrust.io/v1alpha1",
+        "kind": "DTRTrust",
+        "metadata": {"name": "dtr", "generation": 3},
+        "spec": base,
+    }
 
 
 def test_defaults_match_the_crd() -> None:
     spec = parse_trust(manifest())
     assert spec.targets == ("docker",)
     assert spec.deletion_policy == "Delete"
-    assert spec.verify_tls and spec.verify_client_auth
+    assert spec.verify_tls
+    assert spec.verify_client_auth
     assert spec.ca.fetch is not None
     assert spec.ca.fetch.url == "https://dtr.example.com:4443/ca"
     assert spec.ca.fetch.refresh_interval == dt.timedelta(hours=1)
@@ -70,14 +78,17 @@ def test_invalid_field_is_named_in_the_error(change: dict[str, Any], field: str)
 def test_wrong_kind_is_refused() -> None:
     doc = manifest()
     doc["kind"] = "ConfigMap"
-    with pytest.raises(SpecError, match="expected dtrtrust.io/v1alpha1 DTRTrust"):
+    with pytest.raises(SpecError, match=r"expected dtrtrust\.io/v1alpha1 DTRTrust"):
         parse_trust(doc)
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("90s", dt.timedelta(seconds=90)), ("1h30m", dt.timedelta(minutes=90)),
-     ("168h", dt.timedelta(days=7))],
+    [
+        ("90s", dt.timedelta(seconds=90)),
+        ("1h30m", dt.timedelta(minutes=90)),
+        ("168h", dt.timedelta(days=7)),
+    ],
 )
 def test_go_style_durations(text: str, expected: dt.timedelta) -> None:
     assert parse_duration(text, "x") == expected

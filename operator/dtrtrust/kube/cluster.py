@@ -1,0 +1,183 @@
+"""The one module that talks to the Kubernetes API for the operator.
+
+Thin and synchronous (the ``kubernetes`` client); the operator calls it through
+``asyncio.to_thread`` so the event loop never blocks. Everything here is I/O: what
+to write is decided in :mod:`dtrtrust.reconcile` and :mod:`dtrtrust.objects`.
+API errors are never swallowed: a 404 that means "absent" becomes None, anything
+else raises :class:`ApiUnavailable` (the caller turns it into a retry).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from dtrtrust.spec import API_GROUP
+
+log = logging.getLogger("dtrtrust.kube")
+
+VERSION = "v1alpha1"
+PLURAL = "dtrtrusts"
+
+
+class ApiUnavailable(Exception):
+    """The API server refused or failed a call that should have worked."""
+
+
+def _api_error(exc: ApiException, what: str) -> ApiUnavailable:
+    return ApiUnavailable(f"{what}: API server answered {exc.status} {exc.reason}")
+
+
+def load_client() -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+@dataclass
+class Kube:
+    api: client.ApiClient
+    namespace: str
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    # --- sources (reconcile.Sources) -------------------------------------------------
+
+    def secret(self, name: str) -> Mapping[str, bytes] | None:
+        found = self._get_secret(name)
+        if found is None:
+            return None
+        return {k: base64.b64decode(v) for k, v in (found.data or {}).items()}
+
+    def config_map(self, name: str) -> Mapping[str, str] | None:
+        try:
+            cm = self.core.read_namespaced_config_map(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _api_error(exc, f"reading ConfigMap {self.namespace}/{name}") from None
+        return dict(cm.data or {})
+
+    def _get_secret(self, name: str) -> Any:
+        try:
+            return self.core.read_namespaced_secret(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _api_error(exc, f"reading Secret {self.namespace}/{name}") from None
+
+    # --- the bundle Secret ----------------------------------------------------------
+
+    def bundle_secret(self, name: str) -> tuple[dict[str, bytes], dict[str, str]] | None:
+        """(data, annotations) of a bundle Secret, or None."""
+        found = self._get_secret(name)
+        if found is None:
+            return None
+        data = {k: base64.b64decode(v) for k, v in (found.data or {}).items()}
+        return data, dict(found.metadata.annotations or {})
+
+    def write_bundle_secret(self, body: Mapping[str, Any], *, exists: bool) -> None:
+        """Create the Secret, or replace it when it exists (the caller compared hashes)."""
+        name = body["metadata"]["name"]
+        try:
+            if exists:
+                self.core.replace_namespaced_secret(name, self.namespace, body)
+            else:
+                self.core.create_namespaced_secret(self.namespace, body)
+        except ApiException as exc:
+            raise _api_error(exc, f"writing Secret {self.namespace}/{name}") from None
+
+    # --- DTRTrust objects -----------------------------------------------------------
+
+    def list_trusts(self) -> list[dict[str, Any]]:
+        try:
+            result = self.custom.list_cluster_custom_object(API_GROUP, VERSION, PLURAL)
+        except ApiException as exc:
+            raise _api_error(exc, "listing DTRTrusts") from None
+        return list(result.get("items") or [])
+
+    def get_trust(self, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self.custom.get_cluster_custom_object(API_GROUP, VERSION, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _api_error(exc, f"reading DTRTrust {name}") from None
+        return dict(obj)
+
+    def patch_trust_status(self, name: str, status: Mapping[str, Any]) -> None:
+        try:
+            self.custom.patch_cluster_custom_object_status(
+                API_GROUP, VERSION, PLURAL, name, {"status": dict(status)}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return  # deleted meanwhile: nothing to report on
+            raise _api_error(exc, f"patching DTRTrust {name} status") from None
+
+    # --- nodes ----------------------------------------------------------------------
+
+    def node_names(self, selector: Mapping[str, str]) -> list[str]:
+        """Linux nodes matching ``selector``."""
+        labels = {"kubernetes.io/os": "linux", **selector}
+        label_selector = ",".join(f"{k}={v}" if v else k for k, v in sorted(labels.items()))
+        try:
+            nodes = self.core.list_node(label_selector=label_selector)
+        except ApiException as exc:
+            raise _api_error(exc, "listing Nodes") from None
+        return sorted(n.metadata.name for n in nodes.items)
+
+    # --- events ---------------------------------------------------------------------
+
+    def post_event(
+        self, trust: Mapping[str, Any], type_: str, reason: str, message: str, *, now: dt.datetime
+    ) -> None:
+        """An Event on the DTRTrust, kept in the operator namespace: RBAC stays namespaced,
+        and ``kubectl describe dtrtrust`` finds it (it searches all namespaces for the
+        events of a cluster-scoped object)."""
+        meta = trust.get("metadata") or {}
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name', 'dtrtrust')}."),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{API_GROUP}/{VERSION}",
+                kind="DTRTrust",
+                name=meta.get("name"),
+                uid=meta.get("uid"),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component="dtrtrust-operator"),
+            reporting_component="dtrtrust.io/operator",
+            reporting_instance="dtrtrust-operator",
+        )
+        try:
+            self.core.create_namespaced_event(self.namespace, event)
+        except ApiException as exc:
+            # An event is best effort by nature, but say so instead of hiding it.
+            log.warning(
+                "could not post event %s on DTRTrust %s: %s %s",
+                reason,
+                meta.get("name"),
+                exc.status,
+                exc.reason,
+            )
