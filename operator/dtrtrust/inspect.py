@@ -1,0 +1,323 @@
+"""``dtrtrust inspect``: diagnose a registry before (or while) trusting it.
+
+Collects, without trusting anything it is told: what the registry serves at
+``/ca`` (fetched unpinned: this is a diagnostic, and the admin is shown the
+fingerprints to compare out of band), the TLS chain the server sends, whether its
+certificate is valid for the address, whether that chain validates against
+``/ca`` alone (as docker's ``certs.d`` would), what ``/basic_info`` reports with
+and without the client pair, and the ``pinnedSHA256`` line to paste.
+
+``inspect_registry`` never raises for a registry problem: every failure becomes
+part of the report, so an admin sees all of them at once. ``render`` turns the
+report into text for a terminal; ``healthy`` says whether the CLI exits 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from dtrtrust import fetch
+from dtrtrust.certs import CertError, fingerprint_der, parse_certificates
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    subject: str
+    issuer: str
+    sha256: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    is_ca: bool
+    names: tuple[str, ...]  # subjectAltName DNS names and IPs
+
+    @classmethod
+    def of(cls, cert: x509.Certificate) -> CertInfo:
+        try:
+            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        return cls(
+            subject=cert.subject.rfc4514_string(),
+            issuer=cert.issuer.rfc4514_string(),
+            sha256=fingerprint_der(cert.public_bytes(serialization.Encoding.DER)),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            is_ca=is_ca,
+            names=tuple(fetch.certificate_names(cert)),
+        )
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verdict: ok True/False, or None when it could not be made."""
+
+    ok: bool | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What /basic_info said for one way of asking."""
+
+    with_client: bool
+    authn_method: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    registry: str  # host or host:port, as in image references
+    ca_url: str
+    ca_certificates: tuple[CertInfo, ...]
+    ca_error: str | None
+    served_chain: tuple[CertInfo, ...]  # leaf first, as the server sent it
+    connect_error: str | None
+    hostname: Check
+    chain: Check  # does the served chain lead to a /ca certificate?
+    verdict: Check  # docker/containerd's view: chain + name against /ca only
+    probes: tuple[Probe, ...]
+    pin_line: str | None
+    checked_at: dt.datetime
+
+
+def _target(url_or_address: str) -> tuple[str, str]:
+    """(registry address, CA URL). A URL with a path other than / is taken as the CA URL."""
+    text = url_or_address.strip()
+    if "://" not in text:
+        registry = text.rstrip("/")
+        return registry, fetch.default_ca_url(registry)
+    parts = urlsplit(text)
+    registry = parts.netloc.rsplit("@", 1)[-1]
+    if parts.path in ("", "/"):
+        return registry, fetch.default_ca_url(registry)
+    return registry, text
+
+
+def inspect_registry(
+    url_or_address: str, client: tuple[bytes, bytes] | None, timeout: float = 10.0
+) -> InspectReport:
+    now = dt.datetime.now(dt.UTC)
+    registry, ca_url = _target(url_or_address)
+    try:
+        host, _ = fetch.split_address(registry)
+    except ValueError as err:
+        bad = Check(None, f"not a registry address: {err}")
+        return InspectReport(
+            registry, ca_url, (), str(err), (), str(err), bad, bad, bad, (), None, now
+        )
+
+    # /ca, unpinned on purpose: the report shows the fingerprints to compare.
+    ca_pem: bytes | None = None
+    ca_certs: list[x509.Certificate] = []
+    ca_error: str | None = None
+    try:
+        fetched = fetch.fetch_ca(ca_url, pins=(), insecure_skip_pinning=True, timeout=timeout)
+        ca_pem = fetched.pem
+        ca_certs = parse_certificates(fetched.pem, source=ca_url)
+    except (fetch.FetchError, CertError) as err:
+        ca_error = err.message
+
+    served: list[x509.Certificate] = []
+    connect_error: str | None = None
+    try:
+        served = fetch.peek_chain(registry, timeout=timeout)
+    except (OSError, http.client.HTTPException) as err:
+        connect_error = f"cannot connect to {registry}: {fetch.network_cause(err, host, timeout)}"
+
+    hostname = _hostname_check(served, host)
+    chain = _chain_check(served, ca_certs, ca_error)
+    verdict = _verdict(registry, ca_pem, served, timeout)
+    probes = _probes(registry, client, timeout) if not connect_error else ()
+    ca_fps = [CertInfo.of(c) for c in ca_certs]
+    pin_fps = [c.sha256 for c in ca_fps if c.is_ca] or [c.sha256 for c in ca_fps]
+    return InspectReport(
+        registry=registry,
+        ca_url=ca_url,
+        ca_certificates=tuple(ca_fps),
+        ca_error=ca_error,
+        served_chain=tuple(CertInfo.of(c) for c in served),
+        connect_error=connect_error,
+        hostname=hostname,
+        chain=chain,
+        verdict=verdict,
+        probes=probes,
+        pin_line=fetch.pin_line(pin_fps) if pin_fps else None,
+        checked_at=now,
+    )
+
+
+def _hostname_check(served: list[x509.Certificate], host: str) -> Check:
+    if not served:
+        return Check(None, "no certificate to check")
+    leaf = served[0]
+    names = fetch.certificate_names(leaf)
+    if any(name_matches(pattern, host) for pattern in names):
+        return Check(True, f"the certificate is valid for {host} (valid for {', '.join(names)})")
+    return Check(False, fetch.hostname_mismatch_message(leaf, host))
+
+
+def name_matches(pattern: str, host: str) -> bool:
+    """RFC 6125 matching as Go does it: exact (case-insensitive) or one left-most
+    ``*`` label; IP addresses only exactly."""
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern == host:
+        return True
+    if not pattern.startswith("*.") or fetch.is_ip_literal(host):
+        return False
+    label, _, rest = host.partition(".")
+    return bool(label) and rest == pattern[2:]
+
+
+def _chain_check(
+    served: list[x509.Certificate], ca_certs: list[x509.Certificate], ca_error: str | None
+) -> Check:
+    if not served:
+        return Check(None, "no chain to check")
+    if ca_error is not None or not ca_certs:
+        return Check(None, "no /ca certificates to check the chain against")
+    anchors = {c.public_bytes(serialization.Encoding.DER) for c in ca_certs}
+    pool = served[1:] + ca_certs
+    current = served[0]
+    path = [current]
+    for _ in range(10):
+        if current.public_bytes(serialization.Encoding.DER) in anchors:
+            break
+        issuer = next(
+            (c for c in pool if c not in path and fetch.issued_by(current, c)),
+            None,
+        )
+        if issuer is None:
+            missing = current.issuer.rfc4514_string()
+            if len(path) == 1 and len(served) == 1:
+                return Check(
+                    False,
+                    f"the server sends only its own certificate and /ca does not contain its "
+                    f"issuer {missing}: this intermediate is missing; add it to the trust's "
+                    "ca.pem (or have the registry send it)",
+                )
+            return Check(
+                False,
+                f"the chain stops at {current.subject.rfc4514_string()}: its issuer {missing} "
+                "is neither sent by the server nor in /ca; add it to ca.pem",
+            )
+        path.append(issuer)
+        current = issuer
+    names = " -> ".join(c.subject.rfc4514_string() for c in path)
+    return Check(True, f"the chain validates against /ca alone: {names}")
+
+
+def _verdict(
+    registry: str, ca_pem: bytes | None, served: list[x509.Certificate], timeout: float
+) -> Check:
+    if ca_pem is None or not served:
+        return Check(None, "not checked (no /ca or no connection)")
+    try:
+        result = fetch.verify_registry(
+            registry, ca_pem, None, probe_client_auth=False, timeout=timeout
+        )
+    except fetch.VerifyError as err:
+        return Check(False, f"{err.reason}: {err.message}")
+    return Check(True, f"verified: {' -> '.join(result.chain)}")
+
+
+def _probes(registry: str, client: tuple[bytes, bytes] | None, timeout: float) -> tuple[Probe, ...]:
+    probes = []
+    for pair in (None, client) if client is not None else (None,):
+        try:
+            info = fetch.probe_basic_info(registry, client=pair, timeout=timeout)
+            error = None if info.status == 200 else f"HTTP {info.status}"
+            probes.append(Probe(pair is not None, info.authn_method, error))
+        except (fetch.VerifyError, ssl.SSLError) as err:
+            probes.append(Probe(pair is not None, None, getattr(err, "message", str(err))))
+    return tuple(probes)
+
+
+def healthy(report: InspectReport) -> bool:
+    """True when docker would trust the registry with /ca, and with a client pair
+    /basic_info reports TLSClientCertificate."""
+    if report.verdict.ok is not True:
+        return False
+    with_client = [p for p in report.probes if p.with_client]
+    return all(p.authn_method == fetch.CLIENT_CERT_AUTHN for p in with_client)
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+_MARK = {True: "ok  ", False: "FAIL", None: "--  "}
+
+
+def _when(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _cert_lines(index: int, cert: CertInfo, now: dt.datetime) -> list[str]:
+    issuer = "(self-signed)" if cert.issuer == cert.subject else cert.issuer
+    if now > cert.not_after:
+        state = "  EXPIRED"
+    elif now < cert.not_before:
+        state = "  NOT YET VALID"
+    else:
+        state = f"  ({(cert.not_after - now).days} days left)"
+    lines = [
+        f"  [{index}] {cert.subject or '(empty subject)'}",
+        f"      issuer    {issuer}",
+        f"      valid     {_when(cert.not_before)} .. {_when(cert.not_after)}{state}",
+        f"      CA        {'yes' if cert.is_ca else 'no'}",
+    ]
+    if cert.names:
+        lines.append(f"      names     {', '.join(cert.names)}")
+    lines.append(f"      sha256    {cert.sha256}")
+    return lines
+
+
+def render(report: InspectReport) -> str:
+    now = report.checked_at
+    out = [f"Registry {report.registry}", ""]
+    out.append(f"CA served at {report.ca_url}")
+    if report.ca_error:
+        out.append(f"  cannot use it: {report.ca_error}")
+    for i, cert in enumerate(report.ca_certificates, 1):
+        out += _cert_lines(i, cert, now)
+    out.append("")
+    out.append("TLS chain sent by the server (leaf first)")
+    if report.connect_error:
+        out.append(f"  {report.connect_error}")
+    for i, cert in enumerate(report.served_chain, 1):
+        out += _cert_lines(i, cert, now)
+    out.append("")
+    out.append("Checks")
+    out.append(f"  {_MARK[report.hostname.ok]}  host name: {report.hostname.message}")
+    out.append(f"  {_MARK[report.chain.ok]}  chain: {report.chain.message}")
+    out.append(f"  {_MARK[report.verdict.ok]}  docker with /ca as ca.crt: {report.verdict.message}")
+    for probe in report.probes:
+        label = (
+            "with the client certificate" if probe.with_client else "without a client certificate"
+        )
+        method = probe.authn_method or "none"
+        ok: bool | None
+        if probe.error:
+            ok, text = (False if probe.with_client else None), f"{probe.error}"
+        else:
+            ok = (method == fetch.CLIENT_CERT_AUTHN) if probe.with_client else None
+            text = f"AuthnMethod {method}"
+        out.append(f"  {_MARK[ok]}  /basic_info {label}: {text}")
+    if not any(p.with_client for p in report.probes) and report.probes:
+        out.append("        (pass --client-cert and --client-key to test client certificate auth)")
+    out.append("")
+    if report.pin_line:
+        out.append("Pin (compare the fingerprint with one obtained out of band, then paste")
+        out.append("under spec.ca.fetch):")
+        out.append(f"  {report.pin_line}")
+    else:
+        out.append("Pin: none (no certificate could be read from /ca)")
+    return "\n".join(out) + "\n"
+
+
+__all__ = ["CertInfo", "Check", "InspectReport", "Probe", "healthy", "inspect_registry", "render"]
