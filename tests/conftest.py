@@ -1,4 +1,4 @@
-"""Fixtures of the end-to-end tier: the DTR-like registry and the real clients that talk to it.
+"""Fixtures shared by every tier: the DTR-like registry and the real clients that talk to it.
 
 A missing prerequisite (a Debian package from `make system-deps`) skips these tests with the
 reason, except with ``DTRTRUST_STRICT=1`` (CI, `make test`, `make e2e`), where it fails them: in CI
