@@ -2,14 +2,24 @@
 
 No I/O. The writer (``dtrtrust.writer``) applies the result under a host root.
 
-INTERFACE (implemented by the files helper; keep names and signatures, extend freely):
+The layout is **fixed** by DESIGN.md ("Node files"): per target and per address one
+directory holding ``ca.crt`` and, with a client certificate, ``client.cert`` and
+``client.key``; containerd's directory also gets a ``hosts.toml`` that names those
+files by paths relative to its own directory. containerd resolves relative ``ca`` and
+``client`` paths against the directory holding ``hosts.toml`` (``makeAbsPath(p,
+baseDir)`` in ``remotes/docker/config/hosts.go``) and accepts ``client`` as a list of
+``[cert, key]`` pairs, so the files work wherever the directory is mounted.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+
+import tomli_w
 
 TARGETS = ("docker", "containers", "containerd", "notary")
 
@@ -20,6 +30,24 @@ TARGET_ROOTS = {
     "containerd": "etc/containerd/certs.d",
     "notary": "{home}/.docker/tls",
 }
+
+CA_FILE = "ca.crt"
+CLIENT_CERT_FILE = "client.cert"
+CLIENT_KEY_FILE = "client.key"
+HOSTS_TOML_FILE = "hosts.toml"
+# Every file name the layout can produce; the writer refuses anything else.
+FILE_NAMES = (CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, HOSTS_TOML_FILE)
+
+KEY_MODE = 0o600
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+# What containerd may do with the registry: everything a client-cert DTR allows.
+HOSTS_CAPABILITIES = ("pull", "resolve", "push")
+
+MAX_ADDRESS_LENGTH = 253
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_IPV4_LIKE = re.compile(r"[0-9.]+")
 
 
 @dataclass(frozen=True)
@@ -33,6 +61,7 @@ class DesiredFile:
 class DesiredDir:
     """One address directory under one target root, with all its files.
     The writer commits a DesiredDir as a unit (never a cert without its key)."""
+
     target: str
     root: PurePosixPath  # relative to host root, e.g. etc/docker/certs.d
     address: str  # host or host:port, validated
@@ -43,16 +72,168 @@ class DesiredDir:
         return self.root / self.address
 
 
+def _validate_port(address: str, port: str) -> None:
+    if not port:
+        raise ValueError(
+            f"address {address!r} ends with ':' but has no port; write host or host:port"
+        )
+    if not port.isascii() or not port.isdigit():
+        raise ValueError(f"address {address!r} has a port that is not a number")
+    if port.startswith("0") and port != "0":
+        raise ValueError(
+            f"address {address!r}: the port must be written without leading zeros, "
+            "exactly as in image references"
+        )
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"address {address!r}: the port must be between 1 and 65535")
+
+
+def _validate_host(address: str, host: str) -> None:
+    if not host:
+        raise ValueError(f"address {address!r} has no host name")
+    if _IPV4_LIKE.fullmatch(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"address {address!r}: {host!r} is not a valid IPv4 address") from None
+        return
+    for label in host.split("."):
+        if not label:
+            raise ValueError(
+                f"address {address!r} has an empty name part (leading, trailing or double dot)"
+            )
+        if len(label) > 63:
+            raise ValueError(
+                f"address {address!r}: the name part {label[:20]!r}... is longer than 63 characters"
+            )
+        if not _LABEL.fullmatch(label):
+            raise ValueError(
+                f"address {address!r}: name part {label!r} may only hold lowercase letters, digits "
+                "and '-' (not at its start or end)"
+            )
+
+
 def validate_address(address: str) -> str:
     """host or host:port as in image references; lowercase DNS name or IPv4 (or
     [IPv6]); no '/', '..', empty labels, uppercase, > 253 chars, bad port.
     Raises ValueError with a clear message. Returns the address unchanged."""
-    raise NotImplementedError
+    if not isinstance(address, str) or not address:
+        raise ValueError(
+            "the registry address is empty; write host or host:port as in image references"
+        )
+    if len(address) > MAX_ADDRESS_LENGTH:
+        raise ValueError(
+            f"the registry address is {len(address)} characters long; "
+            f"at most {MAX_ADDRESS_LENGTH} are allowed"
+        )
+    if any(c.isspace() for c in address):
+        raise ValueError(f"address {address!r} contains whitespace; remove it")
+    if "/" in address or "\\" in address:
+        raise ValueError(
+            f"address {address!r} contains a path separator; give only host or host:port "
+            "(no scheme, no path)"
+        )
+    if ".." in address:
+        raise ValueError(f"address {address!r} contains '..'; write host or host:port")
+    if address != address.lower():
+        raise ValueError(
+            f"address {address!r} contains uppercase letters; image references use lowercase "
+            f"host names: write {address.lower()!r}"
+        )
+    if address.startswith("["):
+        end = address.find("]")
+        if end < 0:
+            raise ValueError(f"address {address!r}: an IPv6 address needs a closing ']'")
+        inner, rest = address[1:end], address[end + 1 :]
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            raise ValueError(
+                f"address {address!r}: {inner!r} is not a valid IPv6 address"
+            ) from None
+        if "%" in inner:
+            raise ValueError(f"address {address!r}: IPv6 zone identifiers are not allowed")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"address {address!r}: only ':port' may follow the IPv6 address")
+            _validate_port(address, rest[1:])
+        return address
+    if address.count(":") > 1:
+        raise ValueError(
+            f"address {address!r}: write IPv6 addresses in brackets, e.g. '[::1]:5000'"
+        )
+    host, colon, port = address.partition(":")
+    _validate_host(address, host)
+    if colon:
+        _validate_port(address, port)
+    return address
 
 
-def desired_dirs(addresses: Sequence[str], targets: Sequence[str], ca_pem: bytes,
-                 client: tuple[bytes, bytes] | None, *, home: str = "root") -> list[DesiredDir]:
+def validate_home(home: str) -> PurePosixPath:
+    """A home directory relative to the host root (``root``, ``home/alice``)."""
+    path = PurePosixPath(home)
+    if not home or path.is_absolute():
+        raise ValueError(
+            f"home {home!r} must be a path relative to the host root, e.g. 'root' or 'home/alice'"
+        )
+    if any(part in ("", ".", "..") for part in home.split("/")):
+        raise ValueError(f"home {home!r} must not contain '.', '..' or empty parts")
+    return path
+
+
+def target_root(target: str, *, home: str = "root") -> PurePosixPath:
+    """The directory under the host root that holds ``target``'s address directories."""
+    if target not in TARGET_ROOTS:
+        raise ValueError(f"unknown target {target!r}; use any of {', '.join(TARGETS)}")
+    if target == "notary":
+        return validate_home(home) / ".docker" / "tls"
+    return PurePosixPath(TARGET_ROOTS[target])
+
+
+def hosts_toml(address: str, *, client: bool) -> bytes:
+    """containerd's hosts.toml for ``address``: paths relative to its own directory."""
+    url = f"https://{validate_address(address)}"
+    host: dict[str, object] = {"capabilities": list(HOSTS_CAPABILITIES), "ca": CA_FILE}
+    if client:
+        host["client"] = [[CLIENT_CERT_FILE, CLIENT_KEY_FILE]]
+    return tomli_w.dumps({"server": url, "host": {url: host}}).encode()
+
+
+def desired_dirs(
+    addresses: Sequence[str],
+    targets: Sequence[str],
+    ca_pem: bytes,
+    client: tuple[bytes, bytes] | None,
+    *,
+    home: str = "root",
+) -> list[DesiredDir]:
     """Every (target, address) directory with its files. containerd gets a hosts.toml
     (tomli_w) with server = "https://<addr>" and a [host."https://<addr>"] table naming
-    ca = "ca.crt" and client = [["client.cert", "client.key"]] relative to its dir."""
-    raise NotImplementedError
+    ca = "ca.crt" and client = [["client.cert", "client.key"]] relative to its dir.
+
+    Duplicate addresses and targets are dropped (first one wins), so the result is a
+    deterministic function of the inputs."""
+    if not ca_pem:
+        raise ValueError("the CA bundle is empty; nothing to install")
+    if client is not None and (not client[0] or not client[1]):
+        raise ValueError("the client certificate and its key must both be non-empty")
+    unique_addresses = list(dict.fromkeys(validate_address(a) for a in addresses))
+    if not unique_addresses:
+        raise ValueError("no registry address given")
+    unique_targets = list(dict.fromkeys(targets))
+    roots = {t: target_root(t, home=home) for t in unique_targets}
+
+    common = [DesiredFile(CA_FILE, ca_pem, FILE_MODE)]
+    if client is not None:
+        common.append(DesiredFile(CLIENT_CERT_FILE, client[0], FILE_MODE))
+        common.append(DesiredFile(CLIENT_KEY_FILE, client[1], KEY_MODE))
+
+    result: list[DesiredDir] = []
+    for target in unique_targets:
+        for address in unique_addresses:
+            files = list(common)
+            if target == "containerd":
+                toml = hosts_toml(address, client=client is not None)
+                files.append(DesiredFile(HOSTS_TOML_FILE, toml, FILE_MODE))
+            result.append(DesiredDir(target, roots[target], address, tuple(files)))
+    return result
