@@ -1,0 +1,511 @@
+"""dtrtrust.writer on a real file system under tmp_path: atomic, owned, reversible."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import stat
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from dtrtrust import writer
+from dtrtrust.layout import DesiredDir, DesiredFile, desired_dirs
+from dtrtrust.writer import owned_trusts, remove_trust, sync_trust
+
+CA = b"-----BEGIN CERTIFICATE-----\nCA one\n-----END CERTIFICATE-----\n"
+CA2 = b"-----BEGIN CERTIFICATE-----\nCA two\n-----END CERTIFICATE-----\n"
+CERT = b"-----BEGIN CERTIFICATE-----\nCLIENT\n-----END CERTIFICATE-----\n"
+KEY = b"-----BEGIN PRIVATE KEY-----\nSECRET-KEY-MATERIAL\n-----END PRIVATE KEY-----\n"
+ADDR = "registry.test:5443"
+DOCKER = f"etc/docker/certs.d/{ADDR}"
+
+
+def dirs_for(
+    addresses: list[str] | None = None,
+    targets: list[str] | None = None,
+    ca: bytes = CA,
+    client: tuple[bytes, bytes] | None = (CERT, KEY),
+) -> list[DesiredDir]:
+    return desired_dirs(addresses or [ADDR], targets or ["docker"], ca, client)
+
+
+def tree(root: Path, *, skip_state: bool = True) -> dict[str, tuple[int, int, int]]:
+    """Every path under root -> (mode, inode, mtime_ns), links not followed."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            rel = str(p.relative_to(root))
+            if skip_state and rel.split("/")[0] == writer.STATE_DIR:
+                continue
+            st = p.lstat()
+            out[rel] = (stat.S_IMODE(st.st_mode), st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def all_bytes_under(root: Path) -> bytes:
+    data = b""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            p = Path(dirpath, name)
+            if not p.is_symlink():
+                data += p.read_bytes()
+    return data
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Path:
+    root = tmp_path / "host"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Path:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    return other
+
+
+@pytest.fixture
+def umask_000() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+# ------------------------------------------------------------------------ writing
+
+
+def test_first_sync_writes_every_file_with_its_content(host: Path) -> None:
+    result = sync_trust(host, "prod", dirs_for(targets=["docker", "containerd", "notary"]))
+    assert result.ok, result
+    assert [d.action for d in result.dirs] == ["written"] * 3
+    for rel in (DOCKER, f"etc/containerd/certs.d/{ADDR}", f"root/.docker/tls/{ADDR}"):
+        assert (host / rel / "ca.crt").read_bytes() == CA
+        assert (host / rel / "client.cert").read_bytes() == CERT
+        assert (host / rel / "client.key").read_bytes() == KEY
+
+
+def test_containerd_hosts_toml_on_disk_points_at_its_sibling_files(host: Path) -> None:
+    sync_trust(host, "prod", dirs_for(targets=["containerd"]))
+    d = host / "etc/containerd/certs.d" / ADDR
+    doc = tomllib.loads((d / "hosts.toml").read_text())
+    entry = doc["host"][f"https://{ADDR}"]
+    assert doc["server"] == f"https://{ADDR}"
+    assert (d / entry["ca"]).read_bytes() == CA
+    ((cert, key),) = entry["client"]
+    assert ((d / cert).read_bytes(), (d / key).read_bytes()) == (CERT, KEY)
+
+
+@pytest.mark.parametrize("mask", [0o077, 0o000, 0o022])
+def test_modes_are_fixed_whatever_the_umask(host: Path, mask: int) -> None:
+    old = os.umask(mask)
+    try:
+        result = sync_trust(host, "prod", dirs_for(targets=["docker", "containerd"]))
+    finally:
+        os.umask(old)
+    assert result.ok, result
+    modes = {rel: mode for rel, (mode, _, _) in tree(host).items()}
+    for rel, mode in modes.items():
+        if rel.endswith("client.key"):
+            assert mode == 0o600, rel
+        elif Path(host, rel).is_dir():
+            assert mode == 0o755, rel
+        else:
+            assert mode == 0o644, rel
+    assert stat.S_IMODE((host / writer.STATE_DIR).stat().st_mode) == 0o700
+
+
+def test_second_sync_with_the_same_input_writes_nothing(host: Path) -> None:
+    desired = dirs_for(["registry.test:5443", "10.0.0.5:4443"], ["docker", "containerd"])
+    sync_trust(host, "prod", desired)
+    before = tree(host, skip_state=False)
+    result = sync_trust(host, "prod", desired)
+    assert [d.action for d in result.dirs] == ["unchanged"] * 4
+    assert tree(host, skip_state=False) == before
+
+
+def test_changed_ca_replaces_the_directory_and_keeps_the_previous_generation(host: Path) -> None:
+    sync_trust(host, "prod", dirs_for())
+    old_ino = (host / DOCKER).stat().st_ino
+    result = sync_trust(host, "prod", dirs_for(ca=CA2))
+    assert [d.action for d in result.dirs] == ["written"]
+    assert (host / DOCKER / "ca.crt").read_bytes() == CA2
+    assert (host / DOCKER).stat().st_ino != old_ino  # swapped in as a whole
+    old = [p for p in (host / ".dtrtrust/work/old").iterdir()]
+    assert [p.stat().st_ino for p in old] == [old_ino]
+    assert (old[0] / "ca.crt").read_bytes() == CA
+
+
+def test_wrong_mode_on_an_owned_file_is_fixed_without_rewriting_it(host: Path) -> None:
+    sync_trust(host, "prod", dirs_for())
+    key = host / DOCKER / "client.key"
+    key.chmod(0o644)
+    ino = key.stat().st_ino
+    assert sync_trust(host, "prod", dirs_for()).ok
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert key.stat().st_ino == ino
+
+
+def test_file_by_file_fallback_when_rename_exchange_is_refused(
+    host: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = writer._renameat2
+
+    def no_exchange(a: int, b: str, c: int, d: str, flags: int) -> None:
+        if flags & writer.RENAME_EXCHANGE:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real(a, b, c, d, flags)
+
+    monkeypatch.setattr(writer, "_renameat2", no_exchange)
+    monkeypatch.setattr(writer, "_NO_EXCHANGE_DEVS", set())
+    caplog.set_level(logging.INFO, logger="dtrtrust.writer")
+    (host / DOCKER).mkdir(parents=True)
+    (host / DOCKER / "extra.cert").write_bytes(b"admin's own")
+    sync_trust(host, "prod", dirs_for())
+    live_ino = (host / DOCKER).stat().st_ino
+    assert sync_trust(host, "prod", dirs_for(ca=CA2)).ok
+
+    assert (host / DOCKER).stat().st_ino == live_ino  # never swapped
+    assert sorted(os.listdir(host / DOCKER)) == [
+        "ca.crt",
+        "client.cert",
+        "client.key",
+        "extra.cert",
+    ]
+    assert (host / DOCKER / "ca.crt").read_bytes() == CA2
+    assert (host / DOCKER / "extra.cert").read_bytes() == b"admin's own"
+    assert sum("RENAME_EXCHANGE" in r.message for r in caplog.records) == 1
+
+
+def test_foreign_file_created_during_a_swap_is_moved_back(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync_trust(host, "prod", dirs_for())
+    real = writer._build_staging
+
+    def build_then_admin_writes(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(*args, **kwargs)
+        (host / DOCKER / "late.crt").write_bytes(b"written while we staged")
+        return out
+
+    monkeypatch.setattr(writer, "_build_staging", build_then_admin_writes)
+    assert sync_trust(host, "prod", dirs_for(ca=CA2)).ok
+    assert (host / DOCKER / "late.crt").read_bytes() == b"written while we staged"
+    assert (host / DOCKER / "ca.crt").read_bytes() == CA2
+
+
+# ------------------------------------------------------------------ foreign files
+
+
+def test_foreign_ca_is_backed_up_replaced_and_restored_byte_identical(host: Path) -> None:
+    d = host / DOCKER
+    d.mkdir(parents=True)
+    (d / "ca.crt").write_bytes(b"the admin's own CA\n")
+    (d / "ca.crt").chmod(0o640)
+    (d / "notes.txt").write_bytes(b"keep me")
+    original = (d / "ca.crt").stat()
+
+    assert sync_trust(host, "prod", dirs_for()).ok
+    assert (d / "ca.crt").read_bytes() == CA
+    assert (d / "notes.txt").read_bytes() == b"keep me"
+    assert sync_trust(host, "prod", dirs_for(ca=CA2)).ok  # a rotation keeps the backup
+    assert (d / "notes.txt").read_bytes() == b"keep me"
+
+    result = remove_trust(host, "prod")
+    assert result.ok, result
+    restored = (d / "ca.crt").stat()
+    assert (d / "ca.crt").read_bytes() == b"the admin's own CA\n"
+    assert stat.S_IMODE(restored.st_mode) == 0o640
+    assert (restored.st_ino, restored.st_mtime_ns) == (original.st_ino, original.st_mtime_ns)
+    assert sorted(os.listdir(d)) == ["ca.crt", "notes.txt"]
+    assert f"{DOCKER}/ca.crt" in result.removed
+    assert KEY not in all_bytes_under(host)
+
+
+def test_foreign_file_identical_to_ours_is_left_alone_and_survives_removal(host: Path) -> None:
+    d = host / DOCKER
+    d.mkdir(parents=True)
+    (d / "ca.crt").write_bytes(CA)
+    (d / "ca.crt").chmod(0o644)
+    ino = (d / "ca.crt").stat().st_ino
+    assert sync_trust(host, "prod", dirs_for(client=None)).dirs[0].action == "unchanged"
+    remove_trust(host, "prod")
+    assert (d / "ca.crt").stat().st_ino == ino
+
+
+def test_foreign_hosts_toml_is_untouched_and_reported_as_conflict(host: Path) -> None:
+    d = host / "etc/containerd/certs.d" / ADDR
+    d.mkdir(parents=True)
+    (d / "hosts.toml").write_bytes(b'server = "https://mirror.test"\n')
+    before = tree(host)
+
+    result = sync_trust(host, "prod", dirs_for(targets=["containerd", "docker"]))
+    by_target = {r.target: r for r in result.dirs}
+    assert by_target["containerd"].action == "conflict"
+    assert f"etc/containerd/certs.d/{ADDR}/hosts.toml" in by_target["containerd"].message
+    assert "move it away" in by_target["containerd"].message
+    assert by_target["docker"].action == "written"  # other directories carry on
+    assert not result.ok
+
+    def containerd(t: dict[str, tuple[int, int, int]]) -> dict[str, tuple[int, int, int]]:
+        return {k: v for k, v in t.items() if k.startswith("etc/containerd")}
+
+    assert containerd(tree(host)) == containerd(before)
+
+
+def test_second_trust_for_the_same_address_directory_is_a_conflict(host: Path) -> None:
+    assert sync_trust(host, "first", dirs_for()).ok
+    before = tree(host)
+    result = sync_trust(host, "second", dirs_for(ca=CA2))
+    assert [d.action for d in result.dirs] == ["conflict"]
+    assert "'first'" in result.dirs[0].message
+    assert tree(host) == before
+    assert owned_trusts(host) == {"first"}
+
+
+def test_owned_file_changed_by_someone_else_is_not_deleted_on_removal(host: Path) -> None:
+    sync_trust(host, "prod", dirs_for())
+    (host / DOCKER / "ca.crt").write_bytes(b"edited by hand")
+    remove_trust(host, "prod")
+    assert (host / DOCKER / "ca.crt").read_bytes() == b"edited by hand"
+    assert not (host / DOCKER / "client.key").exists()
+
+
+# ------------------------------------------------------------------ symlinks, paths
+
+
+@pytest.mark.parametrize(
+    ("link", "refused"),
+    [
+        ("etc", "etc is a symbolic link"),
+        ("etc/docker", "etc/docker is a symbolic link"),
+        ("etc/docker/certs.d", "etc/docker/certs.d is a symbolic link"),
+        (DOCKER, f"{DOCKER} is a symbolic link"),
+    ],
+)
+def test_symlink_at_any_level_of_the_path_is_refused(
+    host: Path, elsewhere: Path, link: str, refused: str
+) -> None:
+    target = host / link
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(elsewhere, target_is_directory=True)
+
+    result = sync_trust(host, "prod", dirs_for())
+    assert [d.action for d in result.dirs] == ["error"]
+    assert refused in result.dirs[0].message
+    assert list(elsewhere.iterdir()) == []
+    assert target.is_symlink()
+
+
+def test_symlink_in_place_of_a_file_is_refused_and_its_target_untouched(
+    host: Path, elsewhere: Path
+) -> None:
+    victim = elsewhere / "shadow"
+    victim.write_bytes(b"not yours")
+    (host / DOCKER).mkdir(parents=True)
+    (host / DOCKER / "client.key").symlink_to(victim)
+    result = sync_trust(host, "prod", dirs_for())
+    assert [d.action for d in result.dirs] == ["error"]
+    assert "client.key is a symbolic link" in result.dirs[0].message
+    assert victim.read_bytes() == b"not yours"
+
+
+def test_symlinked_state_directory_stops_everything_with_a_clear_error(
+    host: Path, elsewhere: Path
+) -> None:
+    (host / writer.STATE_DIR).symlink_to(elsewhere, target_is_directory=True)
+    result = sync_trust(host, "prod", dirs_for())
+    assert not result.ok
+    assert "symbolic link" in result.error
+    assert list(elsewhere.iterdir()) == []
+    assert not (host / "etc").exists()
+
+
+@pytest.mark.parametrize("address", ["../escape", "a/b", "UPPER.test", "x..y", ""])
+def test_writer_revalidates_addresses_it_is_handed(host: Path, address: str) -> None:
+    bad = DesiredDir(
+        "docker", PurePosixPath("etc/docker/certs.d"), address, (DesiredFile("ca.crt", CA, 0o644),)
+    )
+    result = sync_trust(host, "prod", [bad])
+    assert [d.action for d in result.dirs] == ["error"]
+    assert "address" in result.dirs[0].message
+    assert not (host / "etc").exists()
+    assert not (host.parent / "escape").exists()
+
+
+@pytest.mark.parametrize(
+    ("root", "name", "mode"),
+    [
+        ("../outside", "ca.crt", 0o644),
+        ("/etc/docker/certs.d", "ca.crt", 0o644),
+        ("etc/docker/certs.d", "../ca.crt", 0o644),
+        ("etc/docker/certs.d", "ca.crt", 0o666),
+    ],
+)
+def test_writer_refuses_roots_names_and_modes_the_layout_never_produces(
+    host: Path, root: str, name: str, mode: int
+) -> None:
+    bad = DesiredDir("docker", PurePosixPath(root), ADDR, (DesiredFile(name, CA, mode),))
+    result = sync_trust(host, "prod", [bad])
+    assert [d.action for d in result.dirs] == ["error"]
+    assert tree(host) == {}
+
+
+# ----------------------------------------------------------------------- removal
+
+
+def test_removed_alias_loses_its_directories_and_the_rest_stays(host: Path) -> None:
+    both = dirs_for([ADDR, "10.0.0.5:4443"], ["docker", "containerd"])
+    sync_trust(host, "prod", both)
+    kept = tree(host)
+    result = sync_trust(host, "prod", dirs_for([ADDR], ["docker", "containerd"]))
+    assert result.ok
+    assert sorted(result.removed) == [
+        "etc/containerd/certs.d/10.0.0.5:4443",
+        "etc/docker/certs.d/10.0.0.5:4443",
+    ]
+    assert not (host / "etc/docker/certs.d/10.0.0.5:4443").exists()
+    assert not (host / "etc/containerd/certs.d/10.0.0.5:4443").exists()
+
+    def registry_dirs(t: dict[str, tuple[int, int, int]]) -> dict[str, tuple[int, int, int]]:
+        return {k: v for k, v in t.items() if ADDR in k}
+
+    assert registry_dirs(kept) == registry_dirs(tree(host))  # untouched: same inodes, mtimes
+
+
+def test_dropped_client_pair_leaves_only_the_ca(host: Path) -> None:
+    sync_trust(host, "prod", dirs_for())
+    assert sync_trust(host, "prod", dirs_for(client=None)).ok
+    assert sorted(os.listdir(host / DOCKER)) == ["ca.crt"]
+
+
+def test_removed_trust_leaves_no_trace_and_created_directories_go(host: Path) -> None:
+    (host / "etc/docker/certs.d").mkdir(parents=True)  # the admin's, must stay
+    sync_trust(host, "prod", dirs_for([ADDR, "alias.test"], ["docker", "containerd", "notary"]))
+    assert owned_trusts(host) == {"prod"}
+
+    result = remove_trust(host, "prod")
+    assert result.ok, result
+    assert tree(host) == {
+        "etc": tree(host)["etc"],
+        "etc/docker": tree(host)["etc/docker"],
+        "etc/docker/certs.d": tree(host)["etc/docker/certs.d"],
+    }
+    assert owned_trusts(host) == set()
+    assert KEY not in all_bytes_under(host)
+    assert json.loads((host / ".dtrtrust/state.json").read_text())["dirs"] == {}
+
+
+def test_remove_limited_to_some_roots_keeps_the_others(host: Path) -> None:
+    sync_trust(host, "prod", dirs_for(targets=["docker", "containerd"]))
+    remove_trust(host, "prod", roots=["etc/containerd/certs.d"])
+    assert not (host / "etc/containerd").exists()
+    assert (host / DOCKER / "client.key").read_bytes() == KEY
+
+
+def test_removal_of_one_trust_keeps_a_shared_parent_for_the_other(host: Path) -> None:
+    sync_trust(host, "a", dirs_for(["a.test"]))
+    sync_trust(host, "b", dirs_for(["b.test"]))
+    remove_trust(host, "a")
+    assert (host / "etc/docker/certs.d/b.test/ca.crt").read_bytes() == CA
+    assert owned_trusts(host) == {"b"}
+    remove_trust(host, "b")
+    assert not (host / "etc").exists()
+
+
+def test_owned_trusts_of_an_untouched_root_is_empty(host: Path) -> None:
+    assert owned_trusts(host) == set()
+
+
+def test_unreadable_ownership_record_stops_with_a_clear_error(host: Path) -> None:
+    (host / ".dtrtrust").mkdir()
+    (host / ".dtrtrust/state.json").write_text("{not json")
+    result = sync_trust(host, "prod", dirs_for())
+    assert "state.json" in result.error
+    assert "move it away" in result.error
+    assert not (host / "etc").exists()
+
+
+# ----------------------------------------------------------- interrupted writers
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL at one exact point (the real one is in test_writer_crash)."""
+
+
+def test_writer_stopped_right_after_the_swap_is_completed_by_the_next_run(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = host / DOCKER
+    d.mkdir(parents=True)
+    (d / "ca.crt").write_bytes(b"admin CA")
+    (d / "notes.txt").write_bytes(b"keep")
+    sync_trust(host, "prod", dirs_for())
+    real = writer._renameat2
+
+    def swap_then_die(a: int, b: str, c: int, dd: str, flags: int) -> None:
+        real(a, b, c, dd, flags)
+        if flags & writer.RENAME_EXCHANGE:
+            # Someone wrote into the directory just before the swap: it is now in the
+            # previous generation, which the killed writer never got to look at.
+            old_generation = host / ".dtrtrust/work/staging" / writer._dir_id(DOCKER)
+            (old_generation / "late.txt").write_bytes(b"appeared")
+            raise Killed
+
+    monkeypatch.setattr(writer, "_renameat2", swap_then_die)
+    with pytest.raises(Killed):
+        sync_trust(host, "prod", dirs_for(ca=CA2))
+    monkeypatch.setattr(writer, "_renameat2", real)
+
+    assert sync_trust(host, "prod", dirs_for(ca=CA2)).dirs[0].action == "unchanged"
+    assert sorted(os.listdir(d)) == [
+        "ca.crt",
+        "client.cert",
+        "client.key",
+        "late.txt",
+        "notes.txt",
+    ]
+    assert list((host / ".dtrtrust/work/staging").iterdir()) == []
+    remove_trust(host, "prod")
+    assert (d / "ca.crt").read_bytes() == b"admin CA"
+    assert sorted(os.listdir(d)) == ["ca.crt", "late.txt", "notes.txt"]
+
+
+def test_writer_stopped_before_the_swap_leaves_the_old_set_and_no_staging(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync_trust(host, "prod", dirs_for())
+
+    def die(*_: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(writer, "_renameat2", die)
+    with pytest.raises(Killed):
+        sync_trust(host, "prod", dirs_for(ca=CA2))
+    assert (host / DOCKER / "ca.crt").read_bytes() == CA
+    monkeypatch.undo()
+
+    result = remove_trust(host, "prod")
+    assert result.ok, result
+    assert not (host / "etc").exists()
+    assert not (host / ".dtrtrust/work").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_files_under_a_users_home_belong_to_that_user(host: Path) -> None:
+    home = host / "home/alice"
+    home.mkdir(parents=True)
+    os.chown(home, 4321, 4321)
+    desired = desired_dirs([ADDR], ["notary"], CA, (CERT, KEY), home="home/alice")
+    assert sync_trust(host, "prod", desired).ok
+    for p in [home / ".docker", home / ".docker/tls", *(home / ".docker/tls").rglob("*")]:
+        assert (p.stat().st_uid, p.stat().st_gid) == (4321, 4321), p
