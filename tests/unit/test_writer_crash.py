@@ -1,0 +1,190 @@
+"""The writer SIGKILLed at random points while a reader keeps reading: no partial file
+and no certificate without its key, ever; after every kill a complete old or new set."""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.x509 import load_pem_x509_certificate
+
+from certfactory import make_ca, make_pki, pem_join
+
+ADDR = "registry.test:5443"
+NAMES = ("ca.crt", "client.cert", "client.key")
+MIN_REWRITES = 1000
+MIN_KILLS = 25
+DEADLINE_S = 25.0
+LOOP = Path(__file__).with_name("writer_loop.py")
+
+
+def generation(tag: str) -> dict[str, bytes]:
+    """A complete set: CA bundle (padded with extra CAs so a torn file would show), client
+    certificate and its key."""
+    pki = make_pki(ADDR, prefix=f"{tag} ")
+    extras = [make_ca(f"{tag} extra CA {i}") for i in range(24)]
+    ca = pem_join(pki.root, pki.intermediate, *extras)
+    files = {"ca.crt": ca, "client.cert": pki.client.cert_pem, "client.key": pki.client.key_pem}
+    cert_pub = load_pem_x509_certificate(files["client.cert"]).public_key()
+    key_pub = load_pem_private_key(files["client.key"], None).public_key()
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    assert cert_pub.public_bytes(der, spki) == key_pub.public_bytes(der, spki)
+    return files
+
+
+@dataclass
+class Tally:
+    reads: int = 0  # complete, consistent sets seen
+    absent: int = 0  # directory not there yet (before the first write)
+    vanished: int = 0  # a generation removed while being read: the reader retries
+    partial: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+
+def classify(contents: dict[str, bytes], gens: list[dict[str, bytes]]) -> tuple[str, str]:
+    """("ok" | "partial" | "mismatch", detail)."""
+    which = {}
+    for name, data in contents.items():
+        owners = [i for i, g in enumerate(gens) if g[name] == data]
+        if not owners:
+            return "partial", f"{name}: {len(data)} bytes match no generation"
+        which[name] = owners[0]
+    if len(set(which.values())) != 1:
+        return "mismatch", repr(which)
+    return "ok", ""
+
+
+def read_set(live: Path) -> dict[str, bytes] | None:
+    """Like a careful client: open the directory, then each file relative to it.
+    None when the directory is absent; FileNotFoundError when a file vanished."""
+    try:
+        dfd = os.open(live, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    try:
+        out = {}
+        for name in NAMES:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+            with os.fdopen(fd, "rb") as fh:
+                out[name] = fh.read()
+        return out
+    finally:
+        os.close(dfd)
+
+
+def reader(live: Path, gens: list[dict[str, bytes]], tally: Tally, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            contents = read_set(live)
+        except FileNotFoundError:
+            tally.vanished += 1
+            continue
+        if contents is None:
+            tally.absent += 1
+            time.sleep(0.001)
+            continue
+        verdict, detail = classify(contents, gens)
+        if verdict == "ok":
+            tally.reads += 1
+        elif verdict == "partial":
+            tally.partial.append(detail)
+        else:
+            tally.mismatched.append(detail)
+
+
+def wait_for_first_write(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while b"w\n" not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.05)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+@pytest.mark.slow
+def test_sigkilled_writer_never_exposes_a_partial_file_or_a_cert_without_its_key(
+    tmp_path: Path,
+) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    gens = [generation("gen0"), generation("gen1")]
+    gens_dir = tmp_path / "gens"
+    for i, g in enumerate(gens):
+        (gens_dir / str(i)).mkdir(parents=True)
+        for name, data in g.items():
+            (gens_dir / str(i) / name).write_bytes(data)
+    live = host / "etc/docker/certs.d" / ADDR
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    rng = random.Random(20300101)
+
+    tally = Tally()
+    stop = threading.Event()
+    thread = threading.Thread(target=reader, args=(live, gens, tally, stop), daemon=True)
+    thread.start()
+    rewrites = kills = 0
+    errors: list[str] = []
+    after_kill: list[str] = []
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < DEADLINE_S and (
+            rewrites < MIN_REWRITES or kills < MIN_KILLS
+        ):
+            proc = subprocess.Popen(
+                [sys.executable, str(LOOP), str(host), str(gens_dir), ADDR],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            out = wait_for_first_write(proc, timeout=10)
+            # Kill at a random point of the writing loop: mid-file, mid-swap, mid-record.
+            time.sleep(rng.uniform(0, 0.06))
+            proc.send_signal(signal.SIGKILL)
+            rest, err = proc.communicate()
+            kills += 1
+            lines = (out + rest).decode().splitlines()
+            rewrites += lines.count("w")
+            errors += [line for line in lines if line.startswith("e ")]
+            assert b"Traceback" not in err, err.decode()[-2000:]
+
+            # Nobody is writing now: what is on disk is exactly one complete set.
+            entries = sorted(os.listdir(live))
+            if entries != sorted(NAMES):
+                after_kill.append(f"kill {kills}: entries {entries}")
+                continue
+            verdict, detail = classify(read_set(live) or {}, gens)
+            if verdict != "ok":
+                after_kill.append(f"kill {kills}: {verdict} {detail}")
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+    print(
+        f"rewrites={rewrites} kills={kills} reads={tally.reads} vanished={tally.vanished} "
+        f"in {time.monotonic() - started:.1f}s"
+    )
+    assert errors == []
+    assert after_kill == []
+    assert tally.partial == []
+    assert tally.mismatched == []
+    assert rewrites >= MIN_REWRITES
+    assert kills >= MIN_KILLS
+    assert tally.reads > 0
+    staging = host / ".dtrtrust/work/staging"
+    assert len(os.listdir(staging)) <= 1  # at most the one a kill interrupted
