@@ -31,7 +31,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-__all__ = ["Request", "Response", "SilentServer", "TLSServer", "basic_info_route", "valid_now"]
+__all__ = [
+    "Request",
+    "Response",
+    "SilentServer",
+    "TLSServer",
+    "basic_info_route",
+    "ipv6_loopback_available",
+    "valid_now",
+]
 
 
 @dataclass(frozen=True)
@@ -175,9 +183,18 @@ class _HTTPServer(ThreadingHTTPServer):
         self.owner.errors.append(repr(sys.exc_info()[1]))
 
 
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 class TLSServer:
-    """HTTPS on 127.0.0.1 (free port). ``routes`` may be changed while it runs.
-    ``tls=False`` serves plain HTTP (chain and key are then unused but still loaded)."""
+    """HTTPS on 127.0.0.1 (or ``host``, e.g. "::1"), on a free port. ``routes`` may be
+    changed while it runs. ``tls=False`` serves plain HTTP (chain and key are then
+    unused but still loaded)."""
 
     def __init__(
         self,
@@ -211,7 +228,8 @@ class TLSServer:
             context.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
             context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
         self.context = context
-        self._httpd = _HTTPServer((host, 0), _Handler, bind_and_activate=True)
+        server_class = _HTTPServer6 if ":" in host else _HTTPServer
+        self._httpd = server_class((host, 0), _Handler, bind_and_activate=True)
         self._httpd.owner = self
         self.scheme = "https" if tls else "http"
         if tls:
@@ -224,11 +242,11 @@ class TLSServer:
 
     @property
     def address(self) -> str:
-        """``host:port`` as a registry address."""
-        return f"{self.host}:{self.port}"
+        """``host:port`` (``[v6]:port``) as a registry address."""
+        return f"{_bracket(self.host)}:{self.port}"
 
     def url(self, path: str = "/", *, host: str | None = None, scheme: str | None = None) -> str:
-        return f"{scheme or self.scheme}://{host or self.host}:{self.port}{path}"
+        return f"{scheme or self.scheme}://{_bracket(host or self.host)}:{self.port}{path}"
 
     def start(self) -> TLSServer:
         self._thread = threading.Thread(
@@ -307,3 +325,13 @@ def valid_now(days: int = 30) -> dict[str, Any]:
 
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return {"not_before": now - dt.timedelta(days=1), "not_after": now + dt.timedelta(days=days)}
+
+
+def ipv6_loopback_available() -> bool:
+    """Containers often run without IPv6: tests on ::1 skip there."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

@@ -277,14 +277,24 @@ def _get(
     connection.putheader("Connection", "close")
     connection.endheaders()
     response = connection.getresponse()
+    try:
+        return response, _read_body(response, max_bytes=max_bytes, url=url)
+    finally:
+        # Status and headers stay readable; the socket's file object is released so
+        # closing the socket really closes it.
+        response.close()
+
+
+def _read_body(response: http.client.HTTPResponse, *, max_bytes: int, url: str) -> bytes:
     if response.status in REDIRECT_STATUSES:
-        return response, b""
+        return b""
     announced = response.getheader("Content-Length")
     if announced is not None and announced.isdigit() and int(announced) > max_bytes:
         raise FetchError("FetchFailed", _too_large(url, max_bytes))
     chunks: list[bytes] = []
     total = 0
     while True:
+        # read1: at most one socket read per call, so the deadline is checked often.
         chunk = response.read1(64 * 1024)
         if not chunk:
             break
@@ -294,7 +304,7 @@ def _get(
         chunks.append(chunk)
     if response.length:  # the peer hung up before the announced length
         raise http.client.IncompleteRead(b"".join(chunks), response.length)
-    return response, b"".join(chunks)
+    return b"".join(chunks)
 
 
 def _too_large(url: str, max_bytes: int) -> str:

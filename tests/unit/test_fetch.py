@@ -10,7 +10,7 @@ import pytest
 
 from certfactory import Issued, make_ca, make_leaf
 from dtrtrust.fetch import FetchError, fetch_ca, pin_line, split_address
-from tlsserver import Response, SilentServer, TLSServer, valid_now
+from tlsserver import Response, SilentServer, TLSServer, ipv6_loopback_available, valid_now
 
 ROOT = make_ca("fetch Root CA")
 OTHER_ROOT = make_ca("fetch Other Root CA")
@@ -253,6 +253,16 @@ def test_more_than_three_redirects_are_refused() -> None:
         assert len(server.requests) == 4  # the first request and three redirects
 
     assert "redirected more than 3 times" in caught.value.message
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback")
+def test_ipv6_url_is_fetched() -> None:
+    with serve({"/ca": Response(body=ROOT.cert_pem)}, host="::1") as server:
+        got = fetch_ca(server.url("/ca"), pins=(ROOT.fingerprint,), insecure_skip_pinning=False)
+
+    assert got.url.startswith("https://[::1]:")
+    assert got.pem == ROOT.cert_pem
+    assert server.requests[0].headers["Host"] == f"[::1]:{server.port}"
 
 
 def test_three_redirects_are_followed() -> None:

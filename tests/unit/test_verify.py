@@ -14,7 +14,7 @@ import pytest
 
 from certfactory import Issued, make_ca, make_leaf
 from dtrtrust.fetch import CLIENT_CERT_AUTHN, VerifyError, authn_method_of, verify_registry
-from tlsserver import SilentServer, TLSServer, basic_info_route, valid_now
+from tlsserver import SilentServer, TLSServer, basic_info_route, ipv6_loopback_available, valid_now
 
 ROOT = make_ca("verify Root CA")
 INTER = make_ca("verify Intermediate CA", parent=ROOT, path_length=0)
@@ -71,6 +71,16 @@ def test_address_by_dns_name_is_checked_against_dns_sans(registry: TLSServer) ->
     )
 
     assert result.chain[0] == SERVER.subject
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback")
+def test_ipv6_registry_address_in_brackets_is_verified_against_ip_sans() -> None:
+    leaf = make_leaf("verify v6", INTER, sans=[], ip_sans=["::1"], **valid_now())
+    with serve(leaf, host="::1") as server:
+        result = verify_registry(server.address, ROOT.cert_pem, None, probe_client_auth=False)
+
+    assert server.address.startswith("[::1]:")
+    assert result.chain[0] == leaf.subject
 
 
 def test_missing_intermediate_is_unknown_authority_naming_the_issuer() -> None:
