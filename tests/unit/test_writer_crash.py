@@ -96,6 +96,7 @@ def reader(live: Path, gens: list[dict[str, bytes]], tally: Tally, stop: threadi
             time.sleep(0.001)
             continue
         verdict, detail = classify(contents, gens)
+        time.sleep(0.0002)  # thousands of reads a second, without starving the writer
         if verdict == "ok":
             tally.reads += 1
         elif verdict == "partial":
@@ -104,11 +105,12 @@ def reader(live: Path, gens: list[dict[str, bytes]], tally: Tally, stop: threadi
             tally.mismatched.append(detail)
 
 
-def wait_for_first_write(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+def wait_for_writes(proc: subprocess.Popen[bytes], count: int, timeout: float) -> bytes:
+    """Read the writer's output until it reported ``count`` completed writes."""
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     seen = b""
-    while b"w\n" not in seen and time.monotonic() < deadline:
+    while seen.count(b"w\n") < count and time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stdout], [], [], 0.05)
         if ready:
             chunk = os.read(proc.stdout.fileno(), 4096)
@@ -152,9 +154,10 @@ def test_sigkilled_writer_never_exposes_a_partial_file_or_a_cert_without_its_key
                 stderr=subprocess.PIPE,
                 env=env,
             )
-            out = wait_for_first_write(proc, timeout=10)
-            # Kill at a random point of the writing loop: mid-file, mid-swap, mid-record.
-            time.sleep(rng.uniform(0, 0.06))
+            out = wait_for_writes(proc, rng.randint(1, 30), timeout=10)
+            # Kill at a random point of a write (one takes a few ms): mid-file,
+            # mid-swap, mid-record, mid-cleanup.
+            time.sleep(rng.uniform(0, 0.005))
             proc.send_signal(signal.SIGKILL)
             rest, err = proc.communicate()
             kills += 1
