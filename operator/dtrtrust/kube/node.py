@@ -1,3 +1,245 @@
-"""The agent's API layer (pykube-ng): placeholder until the agent lands."""
+"""The agent's API layer: pykube-ng (requests), nothing else.
+
+The agent runs on every node, so it stays small: no ``kubernetes`` client, no kopf.
+This module only moves JSON: list and watch the bundle Secrets and the agent's own
+Node, and read/write its DTRTrustNode report. What the agent does with them is in
+:mod:`dtrtrust.agent`.
+
+Watches are resourceVersion based: list once, then watch from the list's version;
+a ``410 Gone`` (the version is too old) raises :class:`Gone` and the caller lists
+again. Every other failure raises :class:`ApiUnavailable` with one line saying what
+failed; the caller keeps its view and retries with backoff. Nothing here polls.
+"""
 
 from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pykube
+import requests
+
+log = logging.getLogger("dtrtrust.kube.node")
+
+REPORT_GROUP_VERSION = "dtrtrust.io/v1alpha1"
+REPORT_KIND = "DTRTrustNode"
+REPORT_PLURAL = "dtrtrustnodes"
+
+# Seconds the API server keeps a watch open before it ends it (we then resume from the
+# last resourceVersion); the client read timeout is a little longer so a silently
+# dropped connection is noticed too.
+WATCH_SECONDS = 240
+_READ_SLACK = 30
+_CONNECT_TIMEOUT = 10.0
+_REQUEST_TIMEOUT = 15.0
+
+
+class ApiUnavailable(Exception):
+    """The API server could not be reached or refused a call that should work."""
+
+
+class Gone(ApiUnavailable):
+    """410: the resourceVersion is too old; list again."""
+
+
+class Conflict(ApiUnavailable):
+    """409: the object changed (update) or exists already (create)."""
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: str  # ADDED | MODIFIED | DELETED | BOOKMARK
+    object: dict[str, Any]
+
+    @property
+    def resource_version(self) -> str:
+        return str((self.object.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def load_config() -> Any:
+    """In-cluster ServiceAccount when running in a pod, else KUBECONFIG / ~/.kube/config."""
+    try:
+        return pykube.KubeConfig.from_env()
+    except Exception as exc:  # pykube raises several types for a missing/bad config
+        raise ApiUnavailable(
+            f"no Kubernetes configuration: not in a pod and no usable kubeconfig ({exc}); "
+            "set KUBECONFIG"
+        ) from None
+
+
+def _describe(resp: requests.Response) -> str:
+    try:
+        message = str(resp.json().get("message") or "")
+    except ValueError:
+        message = ""
+    return f"{resp.status_code} {resp.reason}" + (f": {message}" if message else "")
+
+
+class NodeApi:
+    """The calls the agent makes, as plain dicts."""
+
+    def __init__(self, namespace: str, node_name: str, config: Any | None = None) -> None:
+        self.namespace = namespace
+        self.node_name = node_name
+        self.http = pykube.HTTPClient(config or load_config(), timeout=_REQUEST_TIMEOUT)
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _call(self, method: str, what: str, **kwargs: Any) -> requests.Response:
+        try:
+            resp: requests.Response = getattr(self.http, method)(**kwargs)
+        except requests.RequestException as exc:
+            raise ApiUnavailable(f"{what}: {type(exc).__name__}: {exc}") from None
+        if resp.status_code == 410:
+            raise Gone(f"{what}: {_describe(resp)}")
+        if resp.status_code == 409:
+            raise Conflict(f"{what}: {_describe(resp)}")
+        return resp
+
+    def _json(self, resp: requests.Response, what: str) -> dict[str, Any]:
+        if resp.status_code >= 400:
+            raise ApiUnavailable(f"{what}: API server answered {_describe(resp)}")
+        data = resp.json()
+        if not isinstance(data, dict):
+            raise ApiUnavailable(f"{what}: unexpected answer from the API server")
+        return data
+
+    def _list(
+        self, what: str, *, namespace: str | None, url: str, params: Mapping[str, str]
+    ) -> tuple[list[dict[str, Any]], str]:
+        kwargs: dict[str, Any] = {"url": url, "params": dict(params)}
+        if namespace is not None:
+            kwargs["namespace"] = namespace
+        data = self._json(self._call("get", what, **kwargs), what)
+        rv = str((data.get("metadata") or {}).get("resourceVersion") or "")
+        return list(data.get("items") or []), rv
+
+    def _watch(
+        self,
+        what: str,
+        *,
+        namespace: str | None,
+        url: str,
+        params: Mapping[str, str],
+        resource_version: str,
+    ) -> Iterator[WatchEvent]:
+        query = {
+            **params,
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        kwargs: dict[str, Any] = {
+            "url": url,
+            "params": query,
+            "stream": True,
+            "timeout": (_CONNECT_TIMEOUT, WATCH_SECONDS + _READ_SLACK),
+        }
+        if namespace is not None:
+            kwargs["namespace"] = namespace
+        resp = self._call("get", what, **kwargs)
+        with resp:
+            if resp.status_code >= 400:
+                raise ApiUnavailable(f"{what}: API server answered {_describe(resp)}")
+            try:
+                for line in resp.iter_lines():
+                    if not line:
+                        continue
+                    event = json.loads(line)
+                    kind, obj = str(event.get("type")), event.get("object") or {}
+                    if kind == "ERROR":
+                        code = obj.get("code")
+                        message = f"{what}: {code} {obj.get('reason')}: {obj.get('message')}"
+                        if code == 410:
+                            raise Gone(message)
+                        raise ApiUnavailable(message)
+                    yield WatchEvent(kind, obj)
+            except (requests.RequestException, ValueError) as exc:
+                raise ApiUnavailable(f"{what}: watch broke: {type(exc).__name__}") from None
+
+    # --- bundle Secrets -------------------------------------------------------------
+
+    def list_secrets(self, label_selector: str) -> tuple[list[dict[str, Any]], str]:
+        """The bundle Secrets of the namespace and the list's resourceVersion."""
+        return self._list(
+            f"listing Secrets in {self.namespace}",
+            namespace=self.namespace,
+            url="secrets",
+            params={"labelSelector": label_selector},
+        )
+
+    def watch_secrets(self, label_selector: str, resource_version: str) -> Iterator[WatchEvent]:
+        return self._watch(
+            f"watching Secrets in {self.namespace}",
+            namespace=self.namespace,
+            url="secrets",
+            params={"labelSelector": label_selector},
+            resource_version=resource_version,
+        )
+
+    # --- the agent's own Node -------------------------------------------------------
+
+    def list_node(self) -> tuple[dict[str, Any] | None, str]:
+        """This node (None when it does not exist) and the list's resourceVersion."""
+        items, rv = self._list(
+            f"reading Node {self.node_name}",
+            namespace=None,
+            url="nodes",
+            params={"fieldSelector": f"metadata.name={self.node_name}"},
+        )
+        return (items[0] if items else None), rv
+
+    def watch_node(self, resource_version: str) -> Iterator[WatchEvent]:
+        return self._watch(
+            f"watching Node {self.node_name}",
+            namespace=None,
+            url="nodes",
+            params={"fieldSelector": f"metadata.name={self.node_name}"},
+            resource_version=resource_version,
+        )
+
+    # --- the DTRTrustNode report ----------------------------------------------------
+
+    def get_report(self) -> dict[str, Any] | None:
+        what = f"reading DTRTrustNode {self.namespace}/{self.node_name}"
+        resp = self._call(
+            "get",
+            what,
+            version=REPORT_GROUP_VERSION,
+            namespace=self.namespace,
+            url=f"{REPORT_PLURAL}/{self.node_name}",
+        )
+        if resp.status_code == 404:
+            return None
+        return self._json(resp, what)
+
+    def create_report(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        what = f"creating DTRTrustNode {self.namespace}/{self.node_name}"
+        resp = self._call(
+            "post",
+            what,
+            version=REPORT_GROUP_VERSION,
+            namespace=self.namespace,
+            url=REPORT_PLURAL,
+            data=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+        return self._json(resp, what)
+
+    def replace_report(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT with the body's resourceVersion: a concurrent change raises Conflict."""
+        what = f"updating DTRTrustNode {self.namespace}/{self.node_name}"
+        resp = self._call(
+            "put",
+            what,
+            version=REPORT_GROUP_VERSION,
+            namespace=self.namespace,
+            url=f"{REPORT_PLURAL}/{self.node_name}",
+            data=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+        return self._json(resp, what)

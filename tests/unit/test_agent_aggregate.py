@@ -1,0 +1,54 @@
+"""How the operator turns the agents' per-node reports into NodesSynced (pure part)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dtrtrust import objects
+from dtrtrust.kube.cluster import NodeReports
+from dtrtrust.operator import node_progress
+
+H = "sha256:current"
+
+REPORTS: NodeReports = {
+    "n1": {"prod": (H, "Synced", "")},
+    "n2": {"prod": ("sha256:old", "Synced", "")},  # not caught up yet
+    "n3": {"prod": (H, "Conflict", "hosts.toml belongs to another tool")},
+    "n4": {"prod": (H, "NotEffective", "add config_path")},
+    "n5": {"prod": (H, "Error", "read-only file system")},
+    "n6": {"other": (H, "Synced", "")},  # reports, but not for this trust
+    "gone": {"prod": (H, "Synced", "")},  # not desired (deselected or deleted node)
+}
+
+
+@pytest.mark.parametrize(
+    ("desired", "synced", "problems"),
+    [
+        (["n1"], ["n1"], {}),
+        (["n1", "n2", "n6", "n7"], ["n1"], {}),
+        (["n3"], [], {"n3": ("Conflict", "hosts.toml belongs to another tool")}),
+        (["n4"], [], {"n4": ("NotEffective", "add config_path")}),
+        (["n5"], [], {"n5": ("NodeErrors", "read-only file system")}),
+    ],
+)
+def test_node_synced_only_with_the_published_hash_and_state_synced(
+    desired: list[str], synced: list[str], problems: dict[str, tuple[str, str]]
+) -> None:
+    assert node_progress(desired, REPORTS, "prod", H) == (synced, problems)
+
+
+def test_nodes_synced_condition_names_the_reported_problem() -> None:
+    desired = ["n1", "n3"]
+    synced, problems = node_progress(desired, REPORTS, "prod", H)
+    counts, cond = objects.nodes_status(desired, synced, problems)
+    assert counts["synced"] == 1
+    assert counts["desired"] == 2
+    assert cond.status == "False"
+    assert cond.reason == "Conflict"
+    assert "n3" in cond.message
+
+
+def test_all_desired_nodes_synced_makes_the_condition_true() -> None:
+    synced, problems = node_progress(["n1"], REPORTS, "prod", H)
+    _, cond = objects.nodes_status(["n1"], synced, problems)
+    assert cond.status == "True"
