@@ -24,10 +24,18 @@ from typing import Any
 
 import kopf
 
-from dtrtrust import conditions, metrics, objects
+from dtrtrust import conditions, daemonset, metrics, objects
 from dtrtrust.conditions import Condition
 from dtrtrust.fetch import FetchedCA, VerifyResult
-from dtrtrust.kube.cluster import PLURAL, VERSION, ApiUnavailable, Kube, load_client
+from dtrtrust.kube.cluster import (
+    NODE_REPORT_PLURAL,
+    PLURAL,
+    VERSION,
+    ApiUnavailable,
+    Kube,
+    NodeReports,
+    load_client,
+)
 from dtrtrust.reconcile import (
     CA_KEY,
     LiveNetwork,
@@ -127,6 +135,29 @@ class CachedNetwork:
             registry, ca_pem, client, probe_client_auth=probe_client_auth
         )
         return self.cache.put(key, got)  # type: ignore[no-any-return]
+
+
+# Agent report states that keep a node out of sync, and the NodesSynced reason for each.
+NODE_PROBLEMS = {"Conflict": "Conflict", "NotEffective": "NotEffective", "Error": "NodeErrors"}
+
+
+def node_progress(
+    desired: list[str], reports: NodeReports, trust: str, published_hash: str
+) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """(synced nodes, node -> (reason, message)) of ``desired`` for one trust: a node
+    is synced when its agent reports the published hash in state Synced."""
+    synced: list[str] = []
+    problems: dict[str, tuple[str, str]] = {}
+    for node in desired:
+        entry = reports.get(node, {}).get(trust)
+        if entry is None:
+            continue
+        content_hash, state, message = entry
+        if state == "Synced" and content_hash == published_hash:
+            synced.append(node)
+        elif state in NODE_PROBLEMS:
+            problems[node] = (NODE_PROBLEMS[state], message or state)
+    return synced, problems
 
 
 @dataclass(frozen=True)
@@ -261,11 +292,22 @@ class Controller:
         if published_hash is None:
             return None, None
         desired = self.kube.node_names(spec.node_selector)
-        synced: list[str] = []
-        problems: dict[str, tuple[str, str]] = {}
-        # Per-node reports arrive with the node agent; until then no node is synced.
+        synced, problems = node_progress(
+            desired, self.kube.node_reports(), spec.name, published_hash
+        )
         counts, cond = objects.nodes_status(desired, synced, problems)
         return cond, counts
+
+    def ensure_daemonset(self) -> None:
+        """Keep the one agent DaemonSet in place (create, or replace on drift)."""
+        body = daemonset.build(daemonset.Settings.from_env(self.config.namespace))
+        try:
+            done = self.kube.apply_daemonset(body)
+        except ApiUnavailable as exc:
+            log.warning("agent DaemonSet: %s; will retry at the next resync", exc)
+            return
+        if done != "unchanged":
+            log.info("agent DaemonSet %s/%s %s", self.config.namespace, daemonset.NAME, done)
 
     def _publish_status(
         self,
@@ -295,6 +337,7 @@ class Controller:
         """Reconcile every DTRTrust periodically (level-triggered safety net)."""
         while True:
             await asyncio.sleep(self.config.resync_seconds)
+            await asyncio.to_thread(self.ensure_daemonset)
             try:
                 items = await asyncio.to_thread(self.kube.list_trusts)
             except ApiUnavailable as exc:
@@ -344,6 +387,7 @@ async def startup(
     kube = Kube(load_client(), config.namespace)
     ctrl = Controller(config, kube)
     memo["controller"] = ctrl
+    await asyncio.to_thread(ctrl.ensure_daemonset)
     metrics.serve(config.metrics_port)
     memo["resync"] = asyncio.get_running_loop().create_task(ctrl.resync_forever())
     logger.info("dtrtrust operator: %s", dataclasses.asdict(config))
@@ -376,13 +420,28 @@ async def forget_trust(name: str, memo: kopf.Memo, **_: Any) -> None:
     _controller(memo).forget(name)
 
 
+@kopf.on.event(API_GROUP, VERSION, NODE_REPORT_PLURAL)
+async def node_report_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """An agent's report changed: reconcile the trusts it names, so NodesSynced and
+    Ready follow within a second instead of at the next resync."""
+    ctrl = memo.get("controller")
+    if not isinstance(ctrl, Controller):
+        return  # an event before start-up finished; the resync covers it
+    names = {str(t.get("name")) for t in (body.get("status") or {}).get("trusts") or []}
+    for name in sorted(n for n in names if n and n != "None"):
+        await ctrl.reconcile(name)
+
+
 def run(args: argparse.Namespace) -> int:
     """``dtrtrust operator``: kopf with the project's settings, all DTRTrusts."""
     os.environ.setdefault("DTRTRUST_NAMESPACE", args.namespace)
     os.environ.setdefault("DTRTRUST_METRICS_PORT", str(args.metrics_port))
     kopf.configure(verbose=bool(getattr(args, "verbose", False)))
     kopf.run(
-        clusterwide=True,
+        # DTRTrusts are cluster-scoped and watched cluster-wide all the same; the
+        # namespace limits the namespaced DTRTrustNode reports to the operator's own
+        # namespace, where its Role lets it read them.
+        namespaces=[os.environ["DTRTRUST_NAMESPACE"]],
         standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{int(args.metrics_port) + 1}/healthz",
     )

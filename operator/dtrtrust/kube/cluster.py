@@ -24,7 +24,13 @@ from dtrtrust.spec import API_GROUP
 log = logging.getLogger("dtrtrust.kube")
 
 VERSION = "v1alpha1"
+# Events about cluster-scoped objects must be in "default" (core/v1 Event validation).
+EVENTS_NAMESPACE = "default"
 PLURAL = "dtrtrusts"
+NODE_REPORT_PLURAL = "dtrtrustnodes"
+
+# node -> trust -> (content hash, state, message), from the agents' DTRTrustNode reports.
+NodeReports = dict[str, dict[str, tuple[str, str, str]]]
 
 
 class ApiUnavailable(Exception):
@@ -143,14 +149,68 @@ class Kube:
             raise _api_error(exc, "listing Nodes") from None
         return sorted(n.metadata.name for n in nodes.items)
 
+    def node_reports(self) -> NodeReports:
+        """Every agent's report: node -> trust -> (content hash, state, message)."""
+        try:
+            result = self.custom.list_namespaced_custom_object(
+                API_GROUP, VERSION, self.namespace, NODE_REPORT_PLURAL
+            )
+        except ApiException as exc:
+            raise _api_error(exc, f"listing DTRTrustNodes in {self.namespace}") from None
+        reports: NodeReports = {}
+        for item in result.get("items") or []:
+            status = item.get("status") or {}
+            node = str(status.get("nodeName") or (item.get("metadata") or {}).get("name"))
+            reports[node] = {
+                str(t.get("name")): (
+                    str(t.get("contentHash") or ""),
+                    str(t.get("state") or ""),
+                    str(t.get("message") or ""),
+                )
+                for t in status.get("trusts") or []
+                if t.get("name")
+            }
+        return reports
+
+    # --- the agent DaemonSet ----------------------------------------------------------
+
+    def apply_daemonset(self, body: Mapping[str, Any]) -> str:
+        """Create the DaemonSet, or replace it when :func:`daemonset.needs_update` says
+        it drifted. Returns what was done: "created", "replaced (<why>)" or "unchanged"."""
+        from dtrtrust import daemonset
+
+        apps = client.AppsV1Api(self.api)
+        name = body["metadata"]["name"]
+        what = f"DaemonSet {self.namespace}/{name}"
+        try:
+            live = apps.read_namespaced_daemon_set(name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _api_error(exc, f"reading {what}") from None
+            live = None
+        try:
+            if live is None:
+                apps.create_namespaced_daemon_set(self.namespace, dict(body))
+                return "created"
+            live_dict = self.api.sanitize_for_serialization(live)
+            why = daemonset.needs_update(body, live_dict)
+            if why is None:
+                return "unchanged"
+            apps.replace_namespaced_daemon_set(
+                name, self.namespace, daemonset.for_replace(body, live_dict)
+            )
+            return f"replaced ({why})"
+        except ApiException as exc:
+            raise _api_error(exc, f"writing {what}") from None
+
     # --- events ---------------------------------------------------------------------
 
     def post_event(
         self, trust: Mapping[str, Any], type_: str, reason: str, message: str, *, now: dt.datetime
     ) -> None:
-        """An Event on the DTRTrust, kept in the operator namespace: RBAC stays namespaced,
-        and ``kubectl describe dtrtrust`` finds it (it searches all namespaces for the
-        events of a cluster-scoped object)."""
+        """An Event on the DTRTrust. The API server requires events about a
+        cluster-scoped object to live in ``default``; ``kubectl describe dtrtrust``
+        finds them there."""
         meta = trust.get("metadata") or {}
         event = client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name', 'dtrtrust')}."),
@@ -171,7 +231,7 @@ class Kube:
             reporting_instance="dtrtrust-operator",
         )
         try:
-            self.core.create_namespaced_event(self.namespace, event)
+            self.core.create_namespaced_event(EVENTS_NAMESPACE, event)
         except ApiException as exc:
             # An event is best effort by nature, but say so instead of hiding it.
             log.warning(
