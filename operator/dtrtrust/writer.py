@@ -127,6 +127,22 @@ class ConflictError(WriterError):
 
 # --------------------------------------------------------------------------- syscalls
 
+
+def _mount_key(fd: int) -> tuple[int, int]:
+    """(device, mount id) of an open directory: two bind mounts of one file system share
+    the device but not the mount id, and rename(2) between them fails with EXDEV."""
+    mount_id = -1
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("mnt_id:"):
+                    mount_id = int(line.split()[1])
+                    break
+    except (OSError, ValueError):
+        pass
+    return os.fstat(fd).st_dev, mount_id
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _renameat2_c = getattr(_libc, "renameat2", None)  # glibc >= 2.28
 if _renameat2_c is not None:
@@ -497,8 +513,9 @@ class _Root:
         return fd
 
     def work_for(self, root: PurePosixPath, root_fd: int) -> _Work:
-        """The work directory on the same file system as ``root``."""
-        if os.fstat(root_fd).st_dev == os.fstat(self.state_fd).st_dev:
+        """The work directory on the same mount as ``root`` (a rename cannot cross
+        mounts, not even two bind mounts of one file system, as in the agent's pod)."""
+        if _mount_key(root_fd) == _mount_key(self.state_fd):
             rel = f"{STATE_DIR}/{WORK_DIR}"
             base_fd, name = self.state_fd, WORK_DIR
         else:

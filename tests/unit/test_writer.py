@@ -509,3 +509,41 @@ def test_files_under_a_users_home_belong_to_that_user(host: Path) -> None:
     assert sync_trust(host, "prod", desired).ok
     for p in [home / ".docker", home / ".docker/tls", *(home / ".docker/tls").rglob("*")]:
         assert (p.stat().st_uid, p.stat().st_gid) == (4321, 4321), p
+
+
+# ------------------------------------------------------------------------ bind mounts
+
+
+@pytest.fixture
+def bind_mounted_root(host: Path, tmp_path: Path) -> Iterator[Path]:
+    """etc/docker/certs.d bind-mounted from elsewhere, as a DaemonSet's hostPath is."""
+    import subprocess
+
+    source = tmp_path / "node-certs.d"
+    source.mkdir()
+    target = host / "etc/docker/certs.d"
+    target.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "--bind", str(source), str(target)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"bind mounts need root: {mounted.stderr.decode().strip()}")
+    try:
+        yield source
+    finally:
+        subprocess.run(["umount", str(target)], check=True)
+
+
+def test_a_bind_mounted_target_root_is_written_atomically_within_its_own_mount(
+    host: Path, bind_mounted_root: Path
+) -> None:
+    # A rename between two bind mounts of one file system fails with EXDEV even though
+    # both report the same st_dev: staging must happen inside the mounted root.
+    result = sync_trust(host, "t", dirs_for())
+    assert result.ok, result
+    assert (bind_mounted_root / ADDR / "client.key").read_bytes() == KEY
+    result = sync_trust(host, "t", dirs_for(ca=CA2))
+    assert result.ok, result
+    assert (bind_mounted_root / ADDR / "ca.crt").read_bytes() == CA2
+    assert remove_trust(host, "t").error == ""
+    assert not (bind_mounted_root / ADDR).exists()
