@@ -29,7 +29,8 @@ from dtrtrust.spec import API_VERSION, KIND, SpecError, TrustSpec, parse_trust
 
 log = logging.getLogger("dtrtrust.apply")
 
-STATE_DIR = "var/lib/dtrtrust"
+# Next to the writer's ownership record (<host root>/.dtrtrust), private like it.
+STATE_DIR = ".dtrtrust/apply"
 SYSTEM_TRUST_DIR = "usr/local/share/ca-certificates"
 
 
@@ -148,13 +149,15 @@ def _load_state(opts: HostOptions, name: str) -> dict[str, Any]:
 
 def _save_state(opts: HostOptions, name: str, state: Mapping[str, Any]) -> None:
     path = _state_path(opts, name)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
 def _nodes_condition(result: writer.SyncResult) -> Condition:
+    if result.error:
+        return conditions.failed(conditions.NODES_SYNCED, "NodeErrors", result.error)
     problems = [d for d in result.dirs if d.action not in ("written", "unchanged")]
     if not problems:
         written = sum(d.action == "written" for d in result.dirs)

@@ -195,7 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("url", help="registry address or URL, e.g. dtr.example.com:4443")
     p.add_argument("--client-cert", metavar="FILE", help="client certificate PEM to probe with")
     p.add_argument("--client-key", metavar="FILE", help="its private key PEM")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per connection")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds allowed for each check (connect, TLS, request, body)",
+    )
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(
@@ -247,11 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("DTRTRUST_DEBUG") == "1"
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if args.command != "operator":  # kopf configures the operator's logging itself
+        logging.basicConfig(
+            level=logging.DEBUG if debug else logging.INFO if args.verbose else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
     try:
         return int(args.func(args))
     except UsageError as exc:

@@ -200,7 +200,7 @@ def _resolve_sources(
             return None
         out.fetch_seconds = time.monotonic() - started
         out.pinned = got.pinned
-        out.fetched = tuple(sorted(got.fingerprints))
+        out.fetched = tuple(sorted(got.accepted))
         inputs.append((f"ca.fetch {ca.fetch.url}", got.pem))
         inputs.extend(_rotation(spec, previous, now, out))
     if ca.pem:
