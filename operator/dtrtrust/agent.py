@@ -328,12 +328,13 @@ class TrustReport:
     message: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "contentHash": self.content_hash,
-            "state": self.state,
-            "message": self.message,
-        }
+        """Empty fields are left out (as the API server would drop them)."""
+        out = {"name": self.name, "state": self.state}
+        if self.content_hash:
+            out["contentHash"] = self.content_hash
+        if self.message:
+            out["message"] = self.message[:1024]
+        return out
 
 
 def sync_state(bundle: Bundle, result: writer.SyncResult, containerd: str | None) -> TrustReport:

@@ -427,6 +427,8 @@ async def node_report_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
     ctrl = memo.get("controller")
     if not isinstance(ctrl, Controller):
         return  # an event before start-up finished; the resync covers it
+    if (body.get("metadata") or {}).get("namespace") != ctrl.config.namespace:
+        return  # only our agents report, in our namespace
     names = {str(t.get("name")) for t in (body.get("status") or {}).get("trusts") or []}
     for name in sorted(n for n in names if n and n != "None"):
         await ctrl.reconcile(name)
@@ -438,10 +440,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("DTRTRUST_METRICS_PORT", str(args.metrics_port))
     kopf.configure(verbose=bool(getattr(args, "verbose", False)))
     kopf.run(
-        # DTRTrusts are cluster-scoped and watched cluster-wide all the same; the
-        # namespace limits the namespaced DTRTrustNode reports to the operator's own
-        # namespace, where its Role lets it read them.
-        namespaces=[os.environ["DTRTRUST_NAMESPACE"]],
+        clusterwide=True,
         standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{int(args.metrics_port) + 1}/healthz",
     )
