@@ -129,6 +129,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dtrtrust",
+        allow_abbrev=False,
         description="Put a private registry's TLS trust (CA bundle and client certificate) "
         "where docker, containerd, CRI-O/podman/skopeo and notary read it.",
     )
@@ -138,9 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show tracebacks for unexpected errors"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # allow_abbrev=False everywhere: "--password X" must not be taken for
+    # "--password-file X" (and then echoed in an error message).
 
     p = sub.add_parser(
         "apply",
+        allow_abbrev=False,
         help="reconcile DTRTrust manifests on this host, without a cluster",
         description="Fetch and check the registry CA, compose the bundle, verify it against the "
         "registry, and write ca.crt / client.cert / client.key (and containerd's hosts.toml) "
@@ -169,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--client-key", metavar="FILE", help="its unencrypted private key PEM")
     p.add_argument(
-        "--home", metavar="DIR", help="home whose .docker/tls gets the notary files (default $HOME)"
+        "--home",
+        metavar="DIR",
+        help="home directory, as a path on the host (under --host-root), whose "
+        ".docker/tls gets the notary files (default $HOME)",
     )
     p.add_argument(
         "--system-trust",
@@ -187,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "inspect",
+        allow_abbrev=False,
         help="diagnose a registry: CA, chain, fingerprints, host name, client auth",
         description="Show what a registry serves at /ca and in its TLS handshake, whether the "
         "chain validates for its name, what /basic_info reports, and the pinnedSHA256 line to "
@@ -205,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "p12",
+        allow_abbrev=False,
         help="bundle a client certificate and key as PKCS#12 for a browser or keychain",
         description="Write a password-protected PKCS#12 file. The password is asked for on the "
         "terminal or read from --password-file, never taken from the command line.",
@@ -217,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-file", metavar="FILE", help="read the password from FILE")
     p.set_defaults(func=cmd_p12)
 
-    p = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    p = sub.add_parser("operator", allow_abbrev=False, help="run the Kubernetes operator (kopf)")
     p.add_argument(
         "--namespace",
         default=os.environ.get("DTRTRUST_NAMESPACE", "dtrtrust-system"),
@@ -231,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_operator)
 
-    p = sub.add_parser("agent", help="run the node agent (one per node, from the DaemonSet)")
+    p = sub.add_parser(
+        "agent", allow_abbrev=False, help="run the node agent (one per node, from the DaemonSet)"
+    )
     p.add_argument(
         "--node-name",
         default=os.environ.get("NODE_NAME"),
@@ -250,7 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Name the unknown options but never echo their values: one may be a password.
+        options = sorted({a.split("=", 1)[0] for a in extra if a.startswith("-")})
+        parser.error(
+            f"unrecognized option(s): {', '.join(options)}"
+            if options
+            else f"{len(extra)} unexpected argument(s)"
+        )
     debug = args.debug or os.environ.get("DTRTRUST_DEBUG") == "1"
     if args.command != "operator":  # kopf configures the operator's logging itself
         logging.basicConfig(

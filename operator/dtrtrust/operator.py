@@ -86,6 +86,7 @@ class _Cache:
     """Successful fetches and probes, reused until the trust's refreshInterval passes."""
 
     entries: dict[tuple[Any, ...], tuple[float, Any]] = field(default_factory=dict)
+    max_entries: int = 1000
 
     def get(self, key: tuple[Any, ...], ttl: float) -> Any:
         hit = self.entries.get(key)
@@ -94,7 +95,10 @@ class _Cache:
         return None
 
     def put(self, key: tuple[Any, ...], value: Any) -> Any:
-        self.entries[key] = (time.monotonic(), value)
+        now = time.monotonic()
+        if len(self.entries) > self.max_entries:  # forget what no trust asked for in a day
+            self.entries = {k: v for k, v in self.entries.items() if now - v[0] < 86400}
+        self.entries[key] = (now, value)
         return value
 
 
@@ -184,9 +188,11 @@ class Controller:
         n = self._failures.get(name, 0)
         return float(min(self.config.backoff_seconds * (2**n), self.config.max_backoff_seconds))
 
-    async def reconcile(self, name: str) -> Result:
+    async def reconcile(self, name: str, *, fresh: bool = False) -> Result:
+        """``fresh``: re-check the registry now (a change of the object) instead of
+        reusing a fetch or probe younger than refreshInterval (the periodic resync)."""
         async with self._lock(name):
-            result = await asyncio.to_thread(self._reconcile_sync, name)
+            result = await asyncio.to_thread(self._reconcile_sync, name, fresh)
         metrics.RECONCILE_TOTAL.labels(result=result.kind).inc()
         if result.kind == "temporary":
             self._failures[name] = self._failures.get(name, 0) + 1
@@ -200,18 +206,20 @@ class Controller:
         metrics.forget(name)
 
     # The blocking part runs in a worker thread.
-    def _reconcile_sync(self, name: str) -> Result:
+    def _reconcile_sync(self, name: str, fresh: bool = False) -> Result:
         now = dt.datetime.now(dt.UTC)
         try:
             body = self.kube.get_trust(name)
             if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
                 return Result("ready", "gone")
-            return self._reconcile_body(body, now)
+            return self._reconcile_body(body, now, fresh)
         except ApiUnavailable as exc:
             log.warning("DTRTrust %s: %s; will retry", name, exc)
             return Result("temporary", str(exc))
 
-    def _reconcile_body(self, body: Mapping[str, Any], now: dt.datetime) -> Result:
+    def _reconcile_body(
+        self, body: Mapping[str, Any], now: dt.datetime, fresh: bool = False
+    ) -> Result:
         meta = body.get("metadata") or {}
         name = str(meta.get("name"))
         previous_status: Mapping[str, Any] = body.get("status") or {}
@@ -237,7 +245,8 @@ class Controller:
         previous = Previous.from_status(
             previous_status.get("bundle"), existing[0].get(CA_KEY) if existing else None
         )
-        network = CachedNetwork(self.network, self.cache, spec.refresh_interval.total_seconds())
+        ttl = 0.0 if fresh else spec.refresh_interval.total_seconds()
+        network = CachedNetwork(self.network, self.cache, ttl)
         outcome = reconcile(spec, sources=self.kube, now=now, previous=previous, network=network)
         for warning in outcome.warnings:
             log.info("DTRTrust %s: %s", name, warning)
@@ -407,7 +416,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.update(API_GROUP, VERSION, PLURAL)
 async def reconcile_trust(name: str, memo: kopf.Memo, **_: Any) -> None:
     ctrl = _controller(memo)
-    result = await ctrl.reconcile(name)
+    result = await ctrl.reconcile(name, fresh=True)
     if result.kind == "temporary":
         raise kopf.TemporaryError(result.message, delay=ctrl.backoff(name))
     if result.kind == "permanent":

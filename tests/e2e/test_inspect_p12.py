@@ -153,11 +153,6 @@ def test_p12_help_offers_no_option_that_takes_the_password_itself() -> None:
     assert not re.search(r"--password(?!-file)|--pass\b|--passin|--passout", help_text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py: argparse allow_abbrev is on, so `--password X` is taken as "
-    "`--password-file X` and the error echoes X; fix: allow_abbrev=False on every parser",
-)
 def test_p12_refuses_a_password_on_the_command_line_without_echoing_it(
     dtr_stack: Stack, tmp_path: Path
 ) -> None:
