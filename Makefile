@@ -55,7 +55,7 @@ demo: $(STAMP) system-deps
 	bash hack/demo.sh
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	$(PY) bench/agent_latency.py --changes 300
 
 clean:
 	rm -rf $(VENV) _demo .work

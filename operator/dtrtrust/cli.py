@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dtrtrust import __version__, certs
+from dtrtrust import __version__
 
 log = logging.getLogger("dtrtrust")
 
@@ -99,12 +99,17 @@ def _password(args: argparse.Namespace) -> bytes:
 
 
 def cmd_p12(args: argparse.Namespace) -> int:
+    from dtrtrust import certs  # imported here: the agent must not load cryptography
+
     cert, key = _read(args.cert, "certificate"), _read(args.key, "key")
     ca = _read(args.ca, "CA file") if args.ca else None
-    pair = certs.validate_client_pair(cert, key, now=dt.datetime.now(dt.UTC))
-    for warning in pair.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    blob = certs.to_pkcs12(cert, key, ca, password=_password(args), name=args.name)
+    try:
+        pair = certs.validate_client_pair(cert, key, now=dt.datetime.now(dt.UTC))
+        for warning in pair.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        blob = certs.to_pkcs12(cert, key, ca, password=_password(args), name=args.name)
+    except certs.CertError as exc:
+        raise UsageError(exc.message) from None
     out = Path(args.output)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -281,9 +286,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except UsageError as exc:
         print(f"dtrtrust: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except certs.CertError as exc:
-        print(f"dtrtrust: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
