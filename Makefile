@@ -54,7 +54,7 @@ test: $(STAMP) system-deps kube-binaries lint
 demo: $(STAMP) system-deps
 	bash hack/demo.sh
 
-bench: $(STAMP)
+bench: $(STAMP) kube-binaries
 	$(PY) bench/agent_latency.py --changes 300
 
 clean:
