@@ -17,6 +17,14 @@ help:
 	@echo "make lint   - ruff, mypy and the import contracts"
 	@echo "make bench  - the benchmarks (numbers go to docs/BENCHMARKS.md)"
 
+# checkov lives in its own venv: installed next to our deps it would downgrade packaging.
+CHECKOV := $(VENV)/checkov/bin/checkov
+export DTRTRUST_CHECKOV := $(CURDIR)/$(CHECKOV)
+
+$(CHECKOV):
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet 'checkov==3.3.30'
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -32,8 +40,9 @@ kube-binaries:
 	bash hack/kube/build.sh
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator tests bench deploy
+	$(VENV)/bin/ruff format --check operator tests bench deploy
+	$(PY) deploy/argocd/generate.py --check
 	$(VENV)/bin/mypy
 	cd operator && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
 
@@ -48,7 +57,7 @@ integration: $(STAMP) kube-binaries
 
 # The README's test command, and what CI runs: installs everything, then every test.
 # DTRTRUST_STRICT=1 turns a missing test server into a failure instead of a skip.
-test: $(STAMP) system-deps kube-binaries lint
+test: $(STAMP) $(CHECKOV) system-deps kube-binaries lint
 	DTRTRUST_STRICT=1 $(PY) -m pytest tests
 
 demo: $(STAMP) system-deps

@@ -9,7 +9,8 @@
 # 127.0.0.1 only. Any policy-rc.d that was already in place is put back afterwards.
 set -euo pipefail
 
-PACKAGES=(docker-registry nginx skopeo openssl containerd curl)
+# prometheus: only for promtool, which tests the alerting rules in deploy/monitoring.
+PACKAGES=(docker-registry nginx skopeo openssl containerd curl prometheus)
 POLICY=/usr/sbin/policy-rc.d
 
 missing=()

@@ -389,8 +389,9 @@ async def startup(
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    # Only warnings from kopf's own logs become Kubernetes events; ours are explicit.
-    settings.posting.level = logging.WARNING
+    # kopf would turn its own log lines into Events in the pod's namespace; the operator
+    # posts its own, deliberate events (Published, failures) where RBAC allows.
+    settings.posting.enabled = False
     settings.execution.max_workers = 4
 
     kube = Kube(load_client(), config.namespace)
