@@ -64,6 +64,7 @@ demo: $(STAMP) system-deps
 	bash hack/demo.sh
 
 bench: $(STAMP) kube-binaries
+	$(PY) bench/core.py
 	$(PY) bench/agent_latency.py --changes 300
 
 clean:
