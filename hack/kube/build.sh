@@ -76,10 +76,10 @@ APT_OPTS=(
     -o "Dir::State::Lists=$APT_DIR/lists"
     -o "APT::Sandbox::User=root"  # the private lists dir is root's; say so rather than warn
 )
-if ! apt-cache "${APT_OPTS[@]}" showsrc kubernetes >/dev/null 2>&1; then
-    log "fetching the deb-src package lists (private copy in $APT_DIR)"
-    apt-get "${APT_OPTS[@]}" update -qq
-fi
+# Refreshed on every cold build (a second or two): stale lists would name a file the
+# mirror no longer has.
+log "fetching the deb-src package lists (private copy in $APT_DIR)"
+apt-get "${APT_OPTS[@]}" update -qq
 VERSION=$(apt-cache "${APT_OPTS[@]}" showsrc kubernetes | sed -n 's/^Version: //p' | sort -V | tail -n1)
 [[ -n "$VERSION" ]] || die "the kubernetes source package is not in the deb-src lists"
 VERSION="${VERSION#*:}"   # drop an epoch, if any
