@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help demo test unit e2e integration lint system-deps kube-binaries bench clean
+.PHONY: help demo test unit e2e integration lint system-deps kube-binaries kube-up kube-down bench clean
 
 help:
 	@echo "make demo   - run the whole flow locally: a DTR-like registry, dtrtrust apply, a real pull"
@@ -39,9 +39,16 @@ system-deps:
 kube-binaries:
 	bash hack/kube/build.sh
 
+# A test cluster to poke at by hand (the tests start their own).
+kube-up: $(STAMP) kube-binaries
+	$(PY) hack/kube/cluster.py start --crds
+
+kube-down: $(STAMP)
+	$(PY) hack/kube/cluster.py stop
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check operator tests bench deploy
-	$(VENV)/bin/ruff format --check operator tests bench deploy
+	$(VENV)/bin/ruff check operator tests bench deploy hack
+	$(VENV)/bin/ruff format --check operator tests bench deploy hack
 	$(PY) deploy/argocd/generate.py --check
 	$(VENV)/bin/mypy
 	cd operator && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
