@@ -24,34 +24,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from dtrtrust import fetch
-from dtrtrust.certs import CertError, fingerprint_der, parse_certificates
+from dtrtrust.certs import CertError, CertSummary, describe, parse_certificates
 
 
 @dataclass(frozen=True)
 class CertInfo:
-    subject: str
-    issuer: str
-    sha256: str
-    not_before: dt.datetime
-    not_after: dt.datetime
-    is_ca: bool
+    """The certificate core's summary plus the names a certificate is valid for."""
+
+    summary: CertSummary
     names: tuple[str, ...]  # subjectAltName DNS names and IPs
 
     @classmethod
     def of(cls, cert: x509.Certificate) -> CertInfo:
-        try:
-            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-        except x509.ExtensionNotFound:
-            is_ca = False
-        return cls(
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            sha256=fingerprint_der(cert.public_bytes(serialization.Encoding.DER)),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-            is_ca=is_ca,
-            names=tuple(fetch.certificate_names(cert)),
-        )
+        return cls(summary=describe(cert), names=tuple(fetch.certificate_names(cert)))
 
 
 @dataclass(frozen=True)
@@ -136,7 +121,9 @@ def inspect_registry(
     verdict = _verdict(registry, ca_pem, served, timeout)
     probes = _probes(registry, client, timeout) if not connect_error else ()
     ca_fps = [CertInfo.of(c) for c in ca_certs]
-    pin_fps = [c.sha256 for c in ca_fps if c.is_ca] or [c.sha256 for c in ca_fps]
+    pin_fps = [c.summary.sha256 for c in ca_fps if c.summary.is_ca] or [
+        c.summary.sha256 for c in ca_fps
+    ]
     return InspectReport(
         registry=registry,
         ca_url=ca_url,
@@ -257,7 +244,8 @@ def _when(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _cert_lines(index: int, cert: CertInfo, now: dt.datetime) -> list[str]:
+def _cert_lines(index: int, info: CertInfo, now: dt.datetime) -> list[str]:
+    cert = info.summary
     issuer = "(self-signed)" if cert.issuer == cert.subject else cert.issuer
     if now > cert.not_after:
         state = "  EXPIRED"
@@ -271,8 +259,8 @@ def _cert_lines(index: int, cert: CertInfo, now: dt.datetime) -> list[str]:
         f"      valid     {_when(cert.not_before)} .. {_when(cert.not_after)}{state}",
         f"      CA        {'yes' if cert.is_ca else 'no'}",
     ]
-    if cert.names:
-        lines.append(f"      names     {', '.join(cert.names)}")
+    if info.names:
+        lines.append(f"      names     {', '.join(info.names)}")
     lines.append(f"      sha256    {cert.sha256}")
     return lines
 
