@@ -48,7 +48,7 @@ def test_healthy_registry_report_shows_ca_chain_checks_and_pin_line(registry: TL
 
     assert healthy(report)
     assert [c.summary.sha256 for c in report.ca_certificates] == [ROOT.fingerprint]
-    assert [c.subject for c in report.served_chain] == [SERVER.subject, INTER.subject]
+    assert [c.summary.subject for c in report.served_chain] == [SERVER.subject, INTER.subject]
     assert report.hostname.ok
     assert report.chain.ok
     assert report.verdict.ok
