@@ -7,17 +7,16 @@ tested against local TLS servers in test_fetch/test_verify and end to end in e2e
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 import certfactory
 from dtrtrust import certs
-from dtrtrust.fetch import FetchedCA, FetchError, VerifyError, VerifyResult
+from dtrtrust.fetch import FetchError, VerifyError
 from dtrtrust.reconcile import Previous, RetiredCA, reconcile
 from dtrtrust.spec import parse_trust
+from stubnet import Sources, StubNetwork
 
 NOW = certfactory.NOW
 OLD = certfactory.make_ca("Registry Root 2029")
@@ -26,58 +25,6 @@ ORG = certfactory.make_ca("Org Root")
 INTER = certfactory.make_ca("Org Issuing", parent=ORG, path_length=0)
 CLIENT = certfactory.make_leaf("node", INTER, eku=["clientAuth"])
 OTHER_KEY = certfactory.make_leaf("someone else", INTER, eku=["clientAuth"])
-
-
-@dataclass
-class StubNetwork:
-    """Serves ``served`` at /ca (pin checks as the real fetch does) and answers the
-    verification with ``verify_error`` or success."""
-
-    served: certfactory.Issued = OLD
-    fetch_error: FetchError | None = None
-    verify_error: VerifyError | None = None
-    verified: list[tuple[str, bytes, bool]] = field(default_factory=list)
-
-    def fetch_ca(
-        self, url: str, *, pins: tuple[str, ...], insecure_skip_pinning: bool
-    ) -> FetchedCA:
-        if self.fetch_error:
-            raise self.fetch_error
-        fp = self.served.fingerprint
-        if pins and fp not in pins:
-            raise FetchError("FingerprintMismatch", f"served {fp}")
-        if not pins and not insecure_skip_pinning:
-            raise FetchError("Unpinned", "no pin")
-        return FetchedCA(
-            url=url, pem=self.served.cert_pem, fingerprints=(fp,), pinned=bool(pins), accepted=(fp,)
-        )
-
-    def verify_registry(
-        self,
-        registry: str,
-        ca_pem: bytes,
-        client: tuple[bytes, bytes] | None,
-        *,
-        probe_client_auth: bool,
-    ) -> VerifyResult:
-        self.verified.append((registry, ca_pem, probe_client_auth))
-        if self.verify_error:
-            raise self.verify_error
-        return VerifyResult(
-            chain=("leaf",), authn_method="TLSClientCertificate" if probe_client_auth else None
-        )
-
-
-@dataclass
-class Sources:
-    secrets: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    config_maps: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def secret(self, name: str) -> Mapping[str, bytes] | None:
-        return self.secrets.get(name)
-
-    def config_map(self, name: str) -> Mapping[str, str] | None:
-        return self.config_maps.get(name)
 
 
 def trust(**spec: Any) -> Any:
@@ -102,7 +49,7 @@ def status_of(outcome: Any) -> dict[str, tuple[str, str]]:
 
 def test_everything_valid_publishes_the_bundle_and_the_client_pair() -> None:
     sources = Sources(secrets={"client": {"tls.crt": CLIENT.cert_pem, "tls.key": CLIENT.key_pem}})
-    net = StubNetwork()
+    net = StubNetwork(OLD)
     out = reconcile(
         trust(clientCertificate={"secretRef": {"name": "client"}}),
         sources=sources,
@@ -118,9 +65,9 @@ def test_everything_valid_publishes_the_bundle_and_the_client_pair() -> None:
 
 
 def test_identical_inputs_give_the_identical_content_hash() -> None:
-    a = reconcile(trust(), sources=Sources(), now=NOW, network=StubNetwork())
+    a = reconcile(trust(), sources=Sources(), now=NOW, network=StubNetwork(OLD))
     b = reconcile(
-        trust(), sources=Sources(), now=NOW + dt.timedelta(hours=1), network=StubNetwork()
+        trust(), sources=Sources(), now=NOW + dt.timedelta(hours=1), network=StubNetwork(OLD)
     )
     assert a.content_hash == b.content_hash
 
@@ -134,14 +81,16 @@ def test_identical_inputs_give_the_identical_content_hash() -> None:
     ],
 )
 def test_a_failed_verification_publishes_nothing(error: VerifyError, temporary: bool) -> None:
-    out = reconcile(trust(), sources=Sources(), now=NOW, network=StubNetwork(verify_error=error))
+    out = reconcile(
+        trust(), sources=Sources(), now=NOW, network=StubNetwork(OLD, verify_error=error)
+    )
     assert out.publish is None
     assert status_of(out)["RegistryVerified"] == ("False", error.reason)
     assert out.temporary is temporary
 
 
 def test_a_failed_fetch_publishes_nothing_and_is_retried_later() -> None:
-    net = StubNetwork(fetch_error=FetchError("FetchFailed", "connection refused"))
+    net = StubNetwork(OLD, fetch_error=FetchError("FetchFailed", "connection refused"))
     out = reconcile(trust(), sources=Sources(), now=NOW, network=net)
     assert out.publish is None
     assert out.temporary
@@ -155,7 +104,7 @@ def test_wrong_pin_is_permanent_until_the_spec_changes() -> None:
         trust(ca={"fetch": {"pinnedSHA256": [ORG.fingerprint]}}),
         sources=Sources(),
         now=NOW,
-        network=StubNetwork(),
+        network=StubNetwork(OLD),
     )
     assert status_of(out)["CAAvailable"] == ("False", "FingerprintMismatch")
     assert not out.temporary
@@ -166,7 +115,7 @@ def test_insecure_skip_pinning_is_accepted_but_says_so() -> None:
         trust(ca={"fetch": {"insecureSkipPinning": True}}),
         sources=Sources(),
         now=NOW,
-        network=StubNetwork(),
+        network=StubNetwork(OLD),
     )
     assert out.publish is not None
     assert status_of(out)["CAAvailable"] == ("True", "Unpinned")
@@ -185,7 +134,7 @@ def test_insecure_skip_pinning_is_accepted_but_says_so() -> None:
 )
 def test_missing_sources_are_source_not_found(ca: dict[str, Any]) -> None:
     sources = Sources(config_maps={"org": {"ca.crt": ORG.cert_pem.decode()}})
-    out = reconcile(trust(ca=ca), sources=sources, now=NOW, network=StubNetwork())
+    out = reconcile(trust(ca=ca), sources=sources, now=NOW, network=StubNetwork(OLD))
     assert status_of(out)["CAAvailable"] == ("False", "SourceNotFound")
     assert out.publish is None
 
@@ -203,7 +152,7 @@ def test_inline_pem_and_references_are_composed_with_the_fetched_ca() -> None:
             "configMapRefs": [{"name": "inter"}],
         }
     )
-    out = reconcile(spec, sources=sources, now=NOW, network=StubNetwork())
+    out = reconcile(spec, sources=sources, now=NOW, network=StubNetwork(OLD))
     assert out.bundle is not None
     assert {c.sha256 for c in out.bundle.certificates} == {
         OLD.fingerprint,
@@ -228,7 +177,7 @@ def test_client_certificate_problems_publish_nothing(
         trust(clientCertificate={"secretRef": {"name": "client"}}),
         sources=sources,
         now=NOW,
-        network=StubNetwork(),
+        network=StubNetwork(OLD),
     )
     assert status_of(out)["ClientCertificateValid"] == ("False", reason)
     assert status_of(out)["RegistryVerified"][0] == "Unknown"
@@ -240,7 +189,7 @@ def test_a_client_override_replaces_the_secret_reference() -> None:
         trust(),
         sources=Sources(),
         now=NOW,
-        network=StubNetwork(),
+        network=StubNetwork(OLD),
         client_override=(CLIENT.cert_pem, CLIENT.key_pem),
     )
     assert out.publish is not None
@@ -248,7 +197,7 @@ def test_a_client_override_replaces_the_secret_reference() -> None:
 
 
 def test_verification_can_be_switched_off_explicitly() -> None:
-    net = StubNetwork(verify_error=VerifyError("Unreachable", "down"))
+    net = StubNetwork(OLD, verify_error=VerifyError("Unreachable", "down"))
     out = reconcile(trust(verify={"tls": False}), sources=Sources(), now=NOW, network=net)
     assert out.publish is not None
     assert status_of(out)["RegistryVerified"] == ("True", "VerificationDisabled")

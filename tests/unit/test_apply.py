@@ -1,0 +1,177 @@
+"""``dtrtrust apply`` in-process: manifests in, files and status out, state across runs.
+
+The real network and the real command line are exercised in tests/e2e; here the
+project's own Network protocol is stubbed so the front end's own decisions are tested.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import certfactory
+from dtrtrust import apply
+from dtrtrust.fetch import FetchError
+from stubnet import StubNetwork
+
+NOW = certfactory.NOW
+OLD = certfactory.make_ca("Apply Root 2029")
+NEW = certfactory.make_ca("Apply Root 2030")
+INTER = certfactory.make_ca("Apply Issuing", parent=OLD, path_length=0)
+CLIENT = certfactory.make_leaf("apply node", INTER, eku=["clientAuth"])
+ADDR = "dtr.example.com:4443"
+
+
+def write_manifests(tmp_path: Path, **spec: Any) -> Path:
+    base: dict[str, Any] = {
+        "registry": ADDR,
+        "ca": {"fetch": {"pinnedSHA256": [OLD.fingerprint, NEW.fingerprint]}},
+        "clientCertificate": {"secretRef": {"name": "client"}},
+        "targets": ["docker", "containerd"],
+    }
+    base.update(spec)
+    docs = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": "client"},
+            "data": {
+                "tls.crt": base64.b64encode(CLIENT.cert_pem).decode(),
+                "tls.key": base64.b64encode(CLIENT.key_pem).decode(),
+            },
+        },
+        {
+            "apiVersion": "dtrtrust.io/v1alpha1",
+            "kind": "DTRTrust",
+            "metadata": {"name": "dtr"},
+            "spec": base,
+        },
+    ]
+    path = tmp_path / "trust.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> apply.HostOptions:
+    root = tmp_path / "host"
+    root.mkdir()
+    return apply.HostOptions(host_root=root, home="/root")
+
+
+def run(
+    manifest: Path, opts: apply.HostOptions, net: StubNetwork, now: dt.datetime = NOW
+) -> apply.TrustResult:
+    results = apply.apply_all(apply.load_manifests([str(manifest)]), opts, now=now, network=net)
+    assert len(results) == 1
+    return results[0]
+
+
+def conditions(result: apply.TrustResult) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in result.status["conditions"]}
+
+
+def test_apply_writes_the_files_and_reports_ready(tmp_path: Path, host: apply.HostOptions) -> None:
+    result = run(write_manifests(tmp_path), host, StubNetwork(OLD))
+    assert result.ready
+    docker = host.host_root / "etc/docker/certs.d" / ADDR
+    assert (docker / "client.key").read_bytes() == CLIENT.key_pem
+    assert (host.host_root / "etc/containerd/certs.d" / ADDR / "hosts.toml").exists()
+    assert result.status["nodes"] == {"desired": 1, "synced": 1, "summary": "1/1", "outOfSync": []}
+
+
+def test_a_failure_after_a_good_run_keeps_the_files_and_the_transition_times(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    manifest = write_manifests(tmp_path)
+    good = run(manifest, host, StubNetwork(OLD))
+    ca = host.host_root / "etc/docker/certs.d" / ADDR / "ca.crt"
+    before = (ca.read_bytes(), ca.stat().st_mtime_ns)
+
+    failed = run(
+        manifest,
+        host,
+        StubNetwork(OLD, fetch_error=FetchError("FetchFailed", "down")),
+        now=NOW + dt.timedelta(hours=1),
+    )
+
+    assert not failed.ready
+    assert conditions(failed)["CAAvailable"] == ("False", "FetchFailed")
+    assert conditions(failed)["NodesSynced"] == ("Unknown", "KeptPrevious")
+    assert (ca.read_bytes(), ca.stat().st_mtime_ns) == before
+    good_ready = {c["type"]: c for c in good.status["conditions"]}["Ready"]
+    kept = {c["type"]: c for c in failed.status["conditions"]}
+    assert good_ready["lastTransitionTime"] == "2030-01-01T00:00:00Z"
+    assert kept["Ready"]["lastTransitionTime"] == "2030-01-01T01:00:00Z"
+    # ClientCertificateValid did not change status: its transition time stays.
+    assert kept["ClientCertificateValid"]["lastTransitionTime"] == "2030-01-01T00:00:00Z"
+
+
+def test_a_rotation_across_two_runs_keeps_the_previous_ca_on_disk(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    manifest = write_manifests(tmp_path)
+    run(manifest, host, StubNetwork(OLD))
+    rotated = run(manifest, host, StubNetwork(NEW), now=NOW + dt.timedelta(hours=1))
+    ca = (host.host_root / "etc/docker/certs.d" / ADDR / "ca.crt").read_bytes()
+    assert OLD.cert_pem.strip() in ca
+    assert NEW.cert_pem.strip() in ca
+    assert [p["sha256"] for p in rotated.status["bundle"]["previousCAs"]] == [OLD.fingerprint]
+
+
+def test_system_trust_installs_one_file_per_ca_and_delete_removes_them(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    host.system_trust = True
+    manifest = write_manifests(
+        tmp_path, ca={"fetch": {"pinnedSHA256": [OLD.fingerprint]}, "pem": INTER.cert_pem.decode()}
+    )
+    assert run(manifest, host, StubNetwork(OLD)).ready
+    store = host.host_root / "usr/local/share/ca-certificates"
+    installed = sorted(p.name for p in store.iterdir())
+    assert installed == ["dtrtrust-dtr-0.crt", "dtrtrust-dtr-1.crt"]
+    blobs = {p.read_bytes().strip() for p in store.iterdir()}
+    assert blobs == {OLD.cert_pem.strip(), INTER.cert_pem.strip()}
+    assert all((store / n).stat().st_mode & 0o777 == 0o644 for n in installed)
+
+    removed = apply.delete_all(apply.load_manifests([str(manifest)]), host)
+    assert removed
+    assert list(store.iterdir()) == []
+    assert not (host.host_root / "etc/docker/certs.d" / ADDR).exists()
+
+
+def test_an_unusable_host_root_is_a_node_error_not_ready(tmp_path: Path) -> None:
+    opts = apply.HostOptions(host_root=tmp_path / "does-not-exist", home="/root")
+    result = run(write_manifests(tmp_path), opts, StubNetwork(OLD))
+    assert not result.ready
+    assert conditions(result)["NodesSynced"] == ("False", "NodeErrors")
+
+
+def test_an_invalid_spec_is_reported_without_touching_the_host(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    result = run(write_manifests(tmp_path, registry="Bad_Host"), host, StubNetwork(OLD))
+    assert not result.ready
+    assert conditions(result)["Ready"] == ("False", "InvalidSpec")
+    assert not (host.host_root / "etc").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("kind: [", "is not valid YAML"),
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "no DTRTrust"),
+        ("- just\n- a list\n", "every document must be a Kubernetes object"),
+    ],
+)
+def test_unusable_input_files_are_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "in.yaml"
+    path.write_text(text)
+    with pytest.raises(apply.InputError, match=message):
+        apply.load_manifests([str(path)])
