@@ -343,22 +343,33 @@ class Controller:
                 self.kube.post_event(body, "Normal", "Ready", str(new.get("message")), now=now)
 
     async def resync_forever(self) -> None:
-        """Reconcile every DTRTrust periodically (level-triggered safety net)."""
+        """Reconcile every DTRTrust periodically (level-triggered safety net). The loop
+        never ends on an error: a failed round is logged and the next one runs."""
         while True:
             await asyncio.sleep(self.config.resync_seconds)
-            await asyncio.to_thread(self.ensure_daemonset)
             try:
-                items = await asyncio.to_thread(self.kube.list_trusts)
-            except ApiUnavailable as exc:
-                log.warning("resync: %s; will retry", exc)
-                continue
-            names = {str(i["metadata"]["name"]) for i in items}
-            for gone in set(self._locks) - names:
-                self.forget(gone)
-            for name in sorted(names):
-                result = await self.reconcile(name)
-                if result.kind == "temporary":
-                    log.info("DTRTrust %s: %s", name, result.message)
+                await self.resync_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "resync round failed; the next one runs in %ss", self.config.resync_seconds
+                )
+
+    async def resync_once(self) -> None:
+        await asyncio.to_thread(self.ensure_daemonset)
+        try:
+            items = await asyncio.to_thread(self.kube.list_trusts)
+        except ApiUnavailable as exc:
+            log.warning("resync: %s; will retry", exc)
+            return
+        names = {str(i["metadata"]["name"]) for i in items}
+        for gone in set(self._locks) - names:
+            self.forget(gone)
+        for name in sorted(names):
+            result = await self.reconcile(name)
+            if result.kind == "temporary":
+                log.info("DTRTrust %s: %s", name, result.message)
 
 
 # --- kopf wiring -------------------------------------------------------------------

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -39,6 +41,26 @@ class ApiUnavailable(Exception):
 
 def _api_error(exc: ApiException, what: str) -> ApiUnavailable:
     return ApiUnavailable(f"{what}: API server answered {exc.status} {exc.reason}")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _transport_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """An unreachable API server (refused, reset, timed out) is ApiUnavailable too, so
+    callers retry instead of dying on a urllib3 exception."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ApiUnavailable(
+                f"{method.__name__}: API server unreachable ({type(exc).__name__})"
+            ) from None
+
+    return call
 
 
 def load_client() -> client.ApiClient:
@@ -65,12 +87,14 @@ class Kube:
 
     # --- sources (reconcile.Sources) -------------------------------------------------
 
+    @_transport_errors
     def secret(self, name: str) -> Mapping[str, bytes] | None:
         found = self._get_secret(name)
         if found is None:
             return None
         return {k: base64.b64decode(v) for k, v in (found.data or {}).items()}
 
+    @_transport_errors
     def config_map(self, name: str) -> Mapping[str, str] | None:
         try:
             cm = self.core.read_namespaced_config_map(name, self.namespace)
@@ -90,6 +114,7 @@ class Kube:
 
     # --- the bundle Secret ----------------------------------------------------------
 
+    @_transport_errors
     def bundle_secret(self, name: str) -> tuple[dict[str, bytes], dict[str, str]] | None:
         """(data, annotations) of a bundle Secret, or None."""
         found = self._get_secret(name)
@@ -98,6 +123,7 @@ class Kube:
         data = {k: base64.b64decode(v) for k, v in (found.data or {}).items()}
         return data, dict(found.metadata.annotations or {})
 
+    @_transport_errors
     def write_bundle_secret(self, body: Mapping[str, Any], *, exists: bool) -> None:
         """Create the Secret, or replace it when it exists (the caller compared hashes)."""
         name = body["metadata"]["name"]
@@ -111,6 +137,7 @@ class Kube:
 
     # --- DTRTrust objects -----------------------------------------------------------
 
+    @_transport_errors
     def list_trusts(self) -> list[dict[str, Any]]:
         try:
             result = self.custom.list_cluster_custom_object(API_GROUP, VERSION, PLURAL)
@@ -118,6 +145,7 @@ class Kube:
             raise _api_error(exc, "listing DTRTrusts") from None
         return list(result.get("items") or [])
 
+    @_transport_errors
     def get_trust(self, name: str) -> dict[str, Any] | None:
         try:
             obj = self.custom.get_cluster_custom_object(API_GROUP, VERSION, PLURAL, name)
@@ -127,6 +155,7 @@ class Kube:
             raise _api_error(exc, f"reading DTRTrust {name}") from None
         return dict(obj)
 
+    @_transport_errors
     def patch_trust_status(self, name: str, status: Mapping[str, Any]) -> None:
         try:
             self.custom.patch_cluster_custom_object_status(
@@ -139,6 +168,7 @@ class Kube:
 
     # --- nodes ----------------------------------------------------------------------
 
+    @_transport_errors
     def node_names(self, selector: Mapping[str, str]) -> list[str]:
         """Linux nodes matching ``selector``."""
         labels = {"kubernetes.io/os": "linux", **selector}
@@ -149,6 +179,7 @@ class Kube:
             raise _api_error(exc, "listing Nodes") from None
         return sorted(n.metadata.name for n in nodes.items)
 
+    @_transport_errors
     def node_reports(self) -> NodeReports:
         """Every agent's report: node -> trust -> (content hash, state, message)."""
         try:
@@ -174,6 +205,7 @@ class Kube:
 
     # --- the agent DaemonSet ----------------------------------------------------------
 
+    @_transport_errors
     def apply_daemonset(self, body: Mapping[str, Any]) -> str:
         """Create the DaemonSet, or replace it when :func:`daemonset.needs_update` says
         it drifted. Returns what was done: "created", "replaced (<why>)" or "unchanged"."""
@@ -205,6 +237,7 @@ class Kube:
 
     # --- events ---------------------------------------------------------------------
 
+    @_transport_errors
     def post_event(
         self, trust: Mapping[str, Any], type_: str, reason: str, message: str, *, now: dt.datetime
     ) -> None:
