@@ -10,9 +10,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from dtrtrust import conditions
+from dtrtrust import certs, conditions
 from dtrtrust.conditions import Condition
 from dtrtrust.reconcile import Outcome, secret_name
 from dtrtrust.spec import API_GROUP, API_VERSION, KIND, TrustSpec
@@ -62,15 +63,30 @@ def bundle_secret(
     }
 
 
-def secret_is_current(
-    spec: TrustSpec, existing_annotations: Mapping[str, str] | None, wanted: Mapping[str, Any]
-) -> bool:
-    """Whether the existing Secret already holds what we would write: compare the
-    content hash and the agent-facing annotations, never whole objects."""
-    if existing_annotations is None:
+@dataclass(frozen=True)
+class ExistingSecret:
+    """A bundle Secret as the API server has it."""
+
+    data: Mapping[str, bytes]
+    annotations: Mapping[str, str]
+    labels: Mapping[str, str]
+    owner_uids: tuple[str, ...]
+
+
+def secret_is_current(existing: ExistingSecret | None, wanted: Mapping[str, Any]) -> bool:
+    """Whether the existing Secret already holds what we would write. Decided by hashes
+    and the few fields that matter (agent-facing annotations, the labels agents select
+    by, the owner reference GC relies on), never by comparing whole objects; a hand
+    edit of the data is caught because its hash no longer matches the annotation."""
+    if existing is None:
         return False
-    want = wanted["metadata"]["annotations"]
-    return all(existing_annotations.get(k) == v for k, v in want.items())
+    meta = wanted["metadata"]
+    return (
+        all(existing.annotations.get(k) == v for k, v in meta["annotations"].items())
+        and all(existing.labels.get(k) == v for k, v in meta["labels"].items())
+        and meta["ownerReferences"][0]["uid"] in existing.owner_uids
+        and certs.content_hash(existing.data) == meta["annotations"][HASH_ANNOTATION]
+    )
 
 
 def nodes_status(

@@ -243,7 +243,7 @@ class Controller:
 
         existing = self.kube.bundle_secret(secret_name(name))
         previous = Previous.from_status(
-            previous_status.get("bundle"), existing[0].get(CA_KEY) if existing else None
+            previous_status.get("bundle"), existing.data.get(CA_KEY) if existing else None
         )
         ttl = 0.0 if fresh else spec.refresh_interval.total_seconds()
         network = CachedNetwork(self.network, self.cache, ttl)
@@ -251,7 +251,7 @@ class Controller:
         for warning in outcome.warnings:
             log.info("DTRTrust %s: %s", name, warning)
 
-        published_hash = existing[1].get(objects.HASH_ANNOTATION) if existing else None
+        published_hash = existing.annotations.get(objects.HASH_ANNOTATION) if existing else None
         if outcome.publish is not None and outcome.content_hash is not None:
             wanted = objects.bundle_secret(
                 spec,
@@ -260,7 +260,7 @@ class Controller:
                 outcome.content_hash,
                 self.config.namespace,
             )
-            if not objects.secret_is_current(spec, existing[1] if existing else None, wanted):
+            if not objects.secret_is_current(existing, wanted):
                 self.kube.write_bundle_secret(wanted, exists=existing is not None)
                 log.info(
                     "DTRTrust %s: published %s (%s)", name, secret_name(name), outcome.content_hash

@@ -468,3 +468,23 @@ def test_ca_rotation_keeps_the_previous_ca_for_the_overlap_window_then_drops_it(
                 break
             time.sleep(0.3)
         assert {c["sha256"] for c in obj["status"]["bundle"]["certificates"]} == {new.fingerprint}
+
+
+def test_a_hand_edited_bundle_secret_is_restored(
+    custom: client.CustomObjectsApi, core: client.CoreV1Api, make_trust: Any, dtr_stack: Stack
+) -> None:
+    name = make_trust(trust_body(uid("drift"), dtr_stack))
+    wait_for(custom, name, "Ready", "True")
+    good = secret(core, name).data
+    # Only the data: the annotations still claim the old hash, so only hashing the
+    # data itself can notice.
+    core.patch_namespaced_secret(
+        f"dtrtrust-{name}", NS, {"data": {"ca.crt": base64.b64encode(b"tampered").decode()}}
+    )
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        now = secret(core, name)
+        if now.data == good:
+            return
+        time.sleep(0.3)
+    pytest.fail("the operator did not repair its Secret")

@@ -21,6 +21,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from dtrtrust.objects import ExistingSecret
 from dtrtrust.spec import API_GROUP
 
 log = logging.getLogger("dtrtrust.kube")
@@ -115,13 +116,18 @@ class Kube:
     # --- the bundle Secret ----------------------------------------------------------
 
     @_transport_errors
-    def bundle_secret(self, name: str) -> tuple[dict[str, bytes], dict[str, str]] | None:
-        """(data, annotations) of a bundle Secret, or None."""
+    def bundle_secret(self, name: str) -> ExistingSecret | None:
+        """What a bundle Secret holds now, or None."""
         found = self._get_secret(name)
         if found is None:
             return None
-        data = {k: base64.b64decode(v) for k, v in (found.data or {}).items()}
-        return data, dict(found.metadata.annotations or {})
+        meta = found.metadata
+        return ExistingSecret(
+            data={k: base64.b64decode(v) for k, v in (found.data or {}).items()},
+            annotations=dict(meta.annotations or {}),
+            labels=dict(meta.labels or {}),
+            owner_uids=tuple(str(o.uid) for o in meta.owner_references or ()),
+        )
 
     @_transport_errors
     def write_bundle_secret(self, body: Mapping[str, Any], *, exists: bool) -> None:
