@@ -4,10 +4,10 @@ tested against local TLS servers, and everything end to end against the DTR-like
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import certfactory
+from dtrtrust.apply import ManifestSources
 from dtrtrust.fetch import FetchedCA, FetchError, VerifyError, VerifyResult
 
 
@@ -51,13 +51,5 @@ class StubNetwork:
         )
 
 
-@dataclass
-class Sources:
-    secrets: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    config_maps: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def secret(self, name: str) -> Mapping[str, bytes] | None:
-        return self.secrets.get(name)
-
-    def config_map(self, name: str) -> Mapping[str, str] | None:
-        return self.config_maps.get(name)
+# Sources held in memory are exactly what `dtrtrust apply` uses for manifests it read.
+Sources = ManifestSources
