@@ -20,6 +20,7 @@ class StubNetwork:
     fetch_error: FetchError | None = None
     verify_error: VerifyError | None = None
     verified: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    names: tuple[str, ...] = ()  # what the registry's certificate is valid for
 
     def fetch_ca(
         self, url: str, *, pins: tuple[str, ...], insecure_skip_pinning: bool
@@ -47,7 +48,9 @@ class StubNetwork:
         if self.verify_error:
             raise self.verify_error
         return VerifyResult(
-            chain=("leaf",), authn_method="TLSClientCertificate" if probe_client_auth else None
+            chain=("leaf",),
+            authn_method="TLSClientCertificate" if probe_client_auth else None,
+            names=self.names,
         )
 
 

@@ -29,6 +29,7 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -297,6 +298,33 @@ def parse_certificates(data: bytes, *, source: str) -> list[x509.Certificate]:
 
 
 # --------------------------------------------------------------------------- summaries
+
+
+def hostname_matches(host: str, names: Sequence[str]) -> bool:
+    """Whether a certificate valid for ``names`` (its subjectAltName DNS names and IPs)
+    is valid for ``host``, by the rules Go's crypto/x509 applies for docker and
+    containerd: IPs match IP entries only; DNS names case-insensitively; a wildcard
+    only as the whole leftmost label, standing for exactly one label."""
+    host = host.strip().rstrip(".").lower()
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    for name in names:
+        if ip is not None:
+            try:
+                if ipaddress.ip_address(name) == ip:
+                    return True
+            except ValueError:
+                pass
+            continue
+        name = name.strip().rstrip(".").lower()
+        if name == host:
+            return True
+        label, _, rest = host.partition(".")
+        if name.startswith("*.") and label and rest and rest == name[2:]:
+            return True
+    return False
 
 
 def fingerprint_der(der: bytes) -> str:

@@ -95,6 +95,7 @@ class FetchedCA:
 class VerifyResult:
     chain: tuple[str, ...]  # subjects of the verified chain, leaf first
     authn_method: str | None  # from /basic_info when probed
+    names: tuple[str, ...] = ()  # the leaf's subjectAltName DNS names and IPs
 
 
 @dataclass(frozen=True)
@@ -621,8 +622,9 @@ def verify_registry(
         if len(chain) <= 1 and chain:
             chain = _chain_from_bundle(chain[0], ca_pem)
         subjects = tuple(c.subject.rfc4514_string() for c in chain)
+        names = tuple(certificate_names(chain[0])) if chain else ()
         if not (probe_client_auth and client is not None):
-            return VerifyResult(chain=subjects, authn_method=None)
+            return VerifyResult(chain=subjects, authn_method=None, names=names)
         try:
             info = _basic_info_over(sock, host, port, url=f"https://{registry}{BASIC_INFO_PATH}")
         except (
@@ -647,7 +649,7 @@ def verify_registry(
             "authentication is enabled in DTR and that its client CA "
             "(--client-cert-auth-ca) includes the client certificate's issuer",
         )
-    return VerifyResult(chain=subjects, authn_method=info.authn_method)
+    return VerifyResult(chain=subjects, authn_method=info.authn_method, names=names)
 
 
 def _is_alert(err: ssl.SSLError) -> bool:

@@ -423,6 +423,19 @@ def reconcile(
                 conditions.failed(conditions.REGISTRY_VERIFIED, exc.reason, exc.message)
             )
             return out
+        wrong = _aliases_not_covered(spec, result)
+        if wrong:
+            out.conditions.append(
+                conditions.failed(
+                    conditions.REGISTRY_VERIFIED,
+                    "HostnameMismatch",
+                    f"the registry certificate is valid for {', '.join(result.names)}, not "
+                    f"for the alias(es) {', '.join(wrong)}: docker and containerd would refuse "
+                    "pulls through them; add them to the certificate's SANs or drop them "
+                    "from spec.aliases",
+                )
+            )
+            return out
         detail = f" and /basic_info reports {result.authn_method}" if probe else ""
         out.conditions.append(
             conditions.ok(
@@ -439,6 +452,19 @@ def reconcile(
     out.publish = data
     out.content_hash = certs.content_hash(data)
     return out
+
+
+def _aliases_not_covered(spec: TrustSpec, result: fetch.VerifyResult) -> list[str]:
+    """Aliases the registry's certificate is not valid for. Only the registry address is
+    dialled (an alias, often an internal IP, may be unreachable from the operator), but
+    the certificate must name each alias for a node's pull through it to work."""
+    if not result.names:
+        return []
+    return [
+        alias
+        for alias in spec.aliases
+        if not certs.hostname_matches(fetch.split_address(alias)[0], result.names)
+    ]
 
 
 def summarize(conds: Sequence[Condition]) -> str:

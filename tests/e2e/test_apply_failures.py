@@ -302,3 +302,23 @@ def test_delete_removes_what_apply_wrote_and_restores_a_foreign_ca_crt(
     assert foreign.stat().st_mode & 0o7777 == foreign_mode
     for target in ("containers", "containerd", "notary"):
         assert not host.cert_dir(target, dtr_stack.address).exists()
+
+
+def test_an_alias_the_registry_certificate_does_not_name_is_refused_before_any_write(
+    dtr_stack: Stack, tmp_path: Path
+) -> None:
+    host = new_host(tmp_path)
+    port = dtr_stack.port
+    good = pinned_trust(dtr_stack, "alias-ok")
+    good["spec"]["aliases"] = [f"localhost:{port}"]
+    result = host.apply(write_manifest(tmp_path / "ok.yaml", good, _client_secret(dtr_stack)))
+    assert result.returncode == 0, result.stderr
+    assert (host.cert_dir("docker", f"localhost:{port}") / "ca.crt").exists()
+
+    bad = pinned_trust(dtr_stack, "alias-bad")
+    bad["spec"]["aliases"] = [f"dtr.invalid:{port}"]
+    result = host.apply(write_manifest(tmp_path / "bad.yaml", bad, _client_secret(dtr_stack)))
+    assert result.returncode == 1
+    assert condition(result.stdout, "RegistryVerified") == ("False", "HostnameMismatch")
+    assert f"dtr.invalid:{port}" in conditions(result.stdout)["RegistryVerified"]["message"]
+    assert not host.cert_dir("docker", f"dtr.invalid:{port}").exists()

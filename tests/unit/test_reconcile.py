@@ -247,3 +247,18 @@ def test_previous_state_round_trips_through_the_status() -> None:
     back = Previous.from_status(rotated.bundle_status(trust()), rotated.publish["ca.crt"])
     assert back.fetched == (NEW.fingerprint,)
     assert back.retired == rotated.retired
+
+
+def test_an_alias_the_certificate_does_not_name_is_a_hostname_mismatch() -> None:
+    net = StubNetwork(OLD, names=("dtr.example.com", "10.0.0.5"))
+    ok = reconcile(trust(aliases=["10.0.0.5:4443"]), sources=Sources(), now=NOW, network=net)
+    assert ok.publish is not None
+
+    out = reconcile(
+        trust(aliases=["10.0.0.5:4443", "10.0.0.9:4443"]), sources=Sources(), now=NOW, network=net
+    )
+    assert out.publish is None
+    cond = next(c for c in out.conditions if c.type == "RegistryVerified")
+    assert (cond.status, cond.reason) == ("False", "HostnameMismatch")
+    assert "10.0.0.9:4443" in cond.message
+    assert "10.0.0.5:4443" not in cond.message.split("alias(es)")[1]
