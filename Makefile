@@ -51,6 +51,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check operator tests bench deploy hack
 	$(PY) deploy/argocd/generate.py --check
 	$(VENV)/bin/mypy
+	# The tests and tools are typed too; one mypy run per tier (each has its conftest).
+	for d in tests/unit tests/e2e tests/deploy tests/integration; do \
+		MYPYPATH=operator:tests:$$d $(VENV)/bin/mypy --strict --explicit-package-bases $$d || exit 1; \
+	done
+	MYPYPATH=operator:tests:tests/integration $(VENV)/bin/mypy --strict \
+		tests/*.py bench/*.py hack/kube/cluster.py
 	cd operator && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
 
 unit: $(STAMP)

@@ -274,7 +274,8 @@ def test_files_follow_the_trust_aliases_and_node_selector_and_go_with_the_trust(
     # An alias adds a directory on every node.
     patch_spec(custom, name, {"aliases": ["10.0.0.5:4443"]})
     for agent in (a1, a2):
-        eventually(lambda a=agent: (cert_dir(a, "10.0.0.5:4443") / "ca.crt").exists(), "alias dir")
+        alias_ca = cert_dir(agent, "10.0.0.5:4443") / "ca.crt"
+        eventually(alias_ca.exists, "alias dir")
     ready(custom, name, "2/2")
 
     # n2 stops matching the selector: its files go, the trust counts one node.
@@ -330,7 +331,7 @@ def test_trust_deleted_while_the_agent_was_down_is_cleaned_when_it_starts(
         try:
             core.read_namespaced_secret(f"dtrtrust-{name}", NS)
         except ApiException as exc:
-            return exc.status == 404
+            return bool(exc.status == 404)
         return False
 
     eventually(secret_gone, "bundle Secret garbage-collected", deadline=60)
