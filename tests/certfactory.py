@@ -164,13 +164,14 @@ def _serial(*parts: object) -> int:
     return int.from_bytes(digest[:16], "big") >> 1 or 1  # positive, at most 127 bits
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dtrtrust tests"),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-        ]
-    )
+DEFAULT_ORGANIZATION = "dtrtrust tests"
+
+
+def _name(cn: str, organization: str | None = DEFAULT_ORGANIZATION) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if organization:
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
 
 
 def _sign(builder: x509.CertificateBuilder, issuer_key: PrivateKey) -> x509.Certificate:
@@ -184,8 +185,9 @@ def _base_builder(
     parent: Issued | None,
     not_before: dt.datetime,
     not_after: dt.datetime,
+    organization: str | None = DEFAULT_ORGANIZATION,
 ) -> x509.CertificateBuilder:
-    subject = _name(name)
+    subject = _name(name, organization)
     issuer = parent.cert.subject if parent is not None else subject
     issuer_key = parent.key if parent is not None else key
     builder = (
@@ -213,12 +215,14 @@ def make_ca(
     not_after: dt.datetime = ROOT_NOT_AFTER,
     key_type: KeyType = "ec",
     key: PrivateKey | None = None,
+    organization: str | None = DEFAULT_ORGANIZATION,
 ) -> Issued:
     """A CA certificate (basicConstraints CA:TRUE, keyCertSign): self-signed root when
-    ``parent`` is None, otherwise an intermediate signed by ``parent``."""
+    ``parent`` is None, otherwise an intermediate signed by ``parent``. ``organization``
+    is the subject's O (None: CN only)."""
     key = key if key is not None else make_key(key_type, name)
     builder = (
-        _base_builder(name, key, parent, not_before, not_after)
+        _base_builder(name, key, parent, not_before, not_after, organization)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -251,6 +255,7 @@ def make_leaf(
     key_type: KeyType = "ec",
     key: PrivateKey | None = None,
     basic_constraints: bool = True,
+    organization: str | None = DEFAULT_ORGANIZATION,
 ) -> Issued:
     """An end-entity certificate signed by ``parent`` (self-signed when None).
 
@@ -259,7 +264,7 @@ def make_leaf(
     (any use allowed). ``basic_constraints=False`` leaves out basicConstraints entirely.
     """
     key = key if key is not None else make_key(key_type, name)
-    builder = _base_builder(name, key, parent, not_before, not_after)
+    builder = _base_builder(name, key, parent, not_before, not_after, organization)
     if basic_constraints:
         builder = builder.add_extension(
             x509.BasicConstraints(ca=False, path_length=None), critical=True

@@ -38,7 +38,6 @@ import datetime as dt
 import gzip
 import hashlib
 import io
-import ipaddress
 import json
 import os
 import secrets
@@ -55,10 +54,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+import certfactory
 
 #: The binaries the stack itself needs (tests may need more, e.g. ctr, curl, openssl).
 STACK_BINARIES = ("docker-registry", "nginx", "skopeo")
@@ -306,83 +304,6 @@ def _alive(pid: int) -> bool:
 # --------------------------------------------------------------------------- PKI
 
 
-@dataclass(frozen=True)
-class _Issued:
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dtrtrust test stack"),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-        ]
-    )
-
-
-def _issue(
-    cn: str,
-    issuer: _Issued | None,
-    now: dt.datetime,
-    *,
-    ca_pathlen: int | None = None,
-    is_ca: bool = False,
-    eku: x509.ObjectIdentifier | None = None,
-    sans: Sequence[x509.GeneralName] = (),
-) -> _Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    signer_key = issuer.key if issuer else key
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(issuer.cert.subject if issuer else _name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=3650 if is_ca else 365))
-        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=ca_pathlen), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()),
-            critical=False,
-        )
-    )
-    if is_ca:
-        usage = dict(key_cert_sign=True, crl_sign=True, digital_signature=False)
-    else:
-        usage = dict(key_cert_sign=False, crl_sign=False, digital_signature=True)
-    builder = builder.add_extension(
-        x509.KeyUsage(
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            encipher_only=False,
-            decipher_only=False,
-            **usage,
-        ),
-        critical=True,
-    )
-    if eku is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    return _Issued(builder.sign(signer_key, hashes.SHA256()), key)
-
-
-def _pem(*certs: x509.Certificate) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def _write(path: Path, data: bytes, mode: int = 0o644) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -393,39 +314,67 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> Path:
 
 
 def _make_pki(pki: Path, now: dt.datetime) -> dict[str, Any]:
-    root = _issue("dtrtrust test root CA", None, now, is_ca=True, ca_pathlen=1)
-    inter = _issue("dtrtrust test intermediate CA", root, now, is_ca=True, ca_pathlen=0)
-    server = _issue(
-        SERVER_NAME,
-        inter,
-        now,
-        eku=ExtendedKeyUsageOID.SERVER_AUTH,
-        sans=[
-            x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
-            x509.DNSName("localhost"),
-            x509.DNSName(SERVER_NAME),
-        ],
-    )
-    client_ca = _issue("dtrtrust test client CA", None, now, is_ca=True, ca_pathlen=0)
-    client = _issue(CLIENT_CN, client_ca, now, eku=ExtendedKeyUsageOID.CLIENT_AUTH)
-    rogue_ca = _issue("rogue CA", None, now, is_ca=True, ca_pathlen=0)
-    rogue = _issue(CLIENT_CN, rogue_ca, now, eku=ExtendedKeyUsageOID.CLIENT_AUTH)
+    """A fresh PKI per run (new keys, valid around the wall clock, since nginx and the
+    clients check validity against the real time), built with the tests' certfactory."""
+    org = "dtrtrust test stack"
+    start = now - dt.timedelta(hours=1)
 
-    der = root.cert.public_bytes(serialization.Encoding.DER)
+    def ca(
+        cn: str, parent: certfactory.Issued | None = None, path_length: int = 0
+    ) -> certfactory.Issued:
+        return certfactory.make_ca(
+            cn,
+            parent=parent,
+            path_length=path_length,
+            key=ec.generate_private_key(ec.SECP256R1()),
+            organization=org,
+            not_before=start,
+            not_after=now + dt.timedelta(days=3650),
+        )
+
+    def leaf(
+        cn: str,
+        parent: certfactory.Issued,
+        eku: str,
+        sans: Sequence[str] = (),
+        ip_sans: Sequence[str] = (),
+    ) -> certfactory.Issued:
+        return certfactory.make_leaf(
+            cn,
+            parent,
+            sans=list(sans),
+            ip_sans=ip_sans,
+            eku=[eku],
+            key=ec.generate_private_key(ec.SECP256R1()),
+            organization=org,
+            not_before=start,
+            not_after=now + dt.timedelta(days=365),
+        )
+
+    root = ca("dtrtrust test root CA", path_length=1)
+    inter = ca("dtrtrust test intermediate CA", root)
+    server = leaf(
+        SERVER_NAME, inter, "serverAuth", sans=["localhost", SERVER_NAME], ip_sans=["127.0.0.1"]
+    )
+    client_ca = ca("dtrtrust test client CA")
+    client = leaf(CLIENT_CN, client_ca, "clientAuth")
+    rogue_ca = ca("rogue CA")
+    rogue = leaf(CLIENT_CN, rogue_ca, "clientAuth")
+
     return {
-        "root_ca": _write(pki / "root-ca.pem", _pem(root.cert)),
-        "intermediate_ca": _write(pki / "intermediate-ca.pem", _pem(inter.cert)),
-        "ca_bundle": _write(pki / "ca-bundle.pem", _pem(root.cert, inter.cert)),
-        "server_cert": _write(pki / "server.pem", _pem(server.cert)),
-        "server_chain": _write(pki / "server-chain.pem", _pem(server.cert, inter.cert)),
-        "server_key": _write(pki / "server.key", _key_pem(server.key), 0o600),
-        "client_ca": _write(pki / "client-ca.pem", _pem(client_ca.cert)),
-        "client_cert": _write(pki / "client.cert", _pem(client.cert)),
-        "client_key": _write(pki / "client.key", _key_pem(client.key), 0o600),
-        "rogue_ca": _write(pki / "rogue-ca.pem", _pem(rogue_ca.cert)),
-        "rogue_cert": _write(pki / "rogue.cert", _pem(rogue.cert)),
-        "rogue_key": _write(pki / "rogue.key", _key_pem(rogue.key), 0o600),
-        "root_sha256": "sha256:" + hashlib.sha256(der).hexdigest(),
+        "root_ca": _write(pki / "root-ca.pem", root.cert_pem),
+        "intermediate_ca": _write(pki / "intermediate-ca.pem", inter.cert_pem),
+        "ca_bundle": _write(pki / "ca-bundle.pem", root.cert_pem + inter.cert_pem),
+        "server_cert": _write(pki / "server.pem", server.cert_pem),
+        "server_chain": _write(pki / "server-chain.pem", server.chain_pem),
+        "server_key": _write(pki / "server.key", server.key_pem, 0o600),
+        "client_ca": _write(pki / "client-ca.pem", client_ca.cert_pem),
+        "client_cert": _write(pki / "client.cert", client.cert_pem),
+        "client_key": _write(pki / "client.key", client.key_pem, 0o600),
+        "rogue_ca": _write(pki / "rogue-ca.pem", rogue_ca.cert_pem),
+        "rogue_cert": _write(pki / "rogue.cert", rogue.cert_pem),
+        "rogue_key": _write(pki / "rogue.key", rogue.key_pem, 0o600),
+        "root_sha256": root.fingerprint,
     }
 
 

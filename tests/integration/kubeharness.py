@@ -22,7 +22,6 @@ import base64
 import contextlib
 import ctypes
 import datetime as dt
-import ipaddress
 import json
 import os
 import shutil
@@ -40,10 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+import certfactory
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BINARIES = ("kube-apiserver", "kube-controller-manager")
@@ -192,7 +191,7 @@ class Pki:
     sa_pub = property(lambda self: self.dir / "sa.pub")
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+def _key_pem(key: certfactory.PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -208,92 +207,58 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
 def make_pki(directory: Path) -> Pki:
     """A CA, the apiserver's serving cert (127.0.0.1, ::1, localhost), client certs for the
     admin (O=system:masters) and the controller-manager, and the ServiceAccount signing key.
-    Valid from an hour ago for a week: long enough for any test run, never reused."""
+    Fresh keys, valid from an hour ago for a week: long enough for any test run."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
     now = dt.datetime.now(dt.UTC)
     not_before, not_after = now - dt.timedelta(hours=1), now + dt.timedelta(days=7)
 
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dtrtrust-test-cluster-ca")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
+    ca = certfactory.make_ca(
+        "dtrtrust-test-cluster-ca",
+        key=ec.generate_private_key(ec.SECP256R1()),
+        organization=None,
+        not_before=not_before,
+        not_after=not_after,
     )
-    _write(pki.ca_crt, ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write(pki.ca_key, _key_pem(ca_key), 0o600)
+    _write(pki.ca_crt, ca.cert_pem)
+    _write(pki.ca_key, ca.key_pem, 0o600)
 
     def leaf(
         cn: str,
         org: str | None,
-        usage: x509.ObjectIdentifier,
-        sans: Sequence[x509.GeneralName] = (),
-    ) -> tuple[bytes, bytes]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-        if org:
-            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        eku: str,
+        sans: Sequence[str] = (),
+        ip_sans: Sequence[str] = (),
+    ) -> certfactory.Issued:
+        return certfactory.make_leaf(
+            cn,
+            ca,
+            sans=list(sans),
+            ip_sans=ip_sans,
+            eku=[eku],
+            key=ec.generate_private_key(ec.SECP256R1()),
+            organization=org,
+            not_before=not_before,
+            not_after=not_after,
         )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
     serving = leaf(
         "kube-apiserver",
         None,
-        ExtendedKeyUsageOID.SERVER_AUTH,
-        [
-            x509.DNSName("localhost"),
-            x509.DNSName("kubernetes"),
-            x509.DNSName("kubernetes.default.svc"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("::1")),
-            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-        ],
+        "serverAuth",
+        sans=["localhost", "kubernetes", "kubernetes.default.svc"],
+        ip_sans=["127.0.0.1", "::1", "10.0.0.1"],
     )
-    admin = leaf("dtrtrust-test-admin", "system:masters", ExtendedKeyUsageOID.CLIENT_AUTH)
+    admin = leaf("dtrtrust-test-admin", "system:masters", "clientAuth")
     # system:masters as well: the GC must list and delete every kind, CRs included.
-    cm = leaf("system:kube-controller-manager", "system:masters", ExtendedKeyUsageOID.CLIENT_AUTH)
-    for (crt, key), (crt_path, key_path) in (
+    cm = leaf("system:kube-controller-manager", "system:masters", "clientAuth")
+    for issued, (crt_path, key_path) in (
         (serving, (pki.serving_crt, pki.serving_key)),
         (admin, (pki.admin_crt, pki.admin_key)),
         (cm, (pki.cm_crt, pki.cm_key)),
     ):
-        _write(crt_path, crt)
-        _write(key_path, key, 0o600)
+        _write(crt_path, issued.cert_pem)
+        _write(key_path, issued.key_pem, 0o600)
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write(pki.sa_key, _key_pem(sa_key), 0o600)
