@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 import certfactory
-from operatorproc import OperatorProcess
+from operatorproc import OperatorProcess, terminate
 
 pytestmark = pytest.mark.kube
 
@@ -46,13 +45,8 @@ class AgentProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            terminate(self.proc)
         self.proc = None
 
 
