@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kube-controller-manager from Debian's `kubernetes` source
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy from Debian's `kubernetes` source
 # package, once, into a versioned cache directory, and reuses them afterwards.
 #
 #   bash hack/kube/build.sh          # prints the bin directory on its last line
@@ -15,7 +15,7 @@ set -euo pipefail
 
 CACHE="${DTRTRUST_CACHE:-$HOME/.cache/dtrtrust}"
 APT_PACKAGES=(golang-1.19-go etcd-server rsync golang-github-modern-go-reflect2-dev)
-BINARIES=(kube-apiserver kube-controller-manager)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 T0=$(date +%s)
 
 log() { printf '[kube-build %4ss] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
