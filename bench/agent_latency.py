@@ -37,12 +37,12 @@ ADDRESS = "dtr.bench.example:4443"
 # The agent's entry point without dtrtrust.cli (see --direct).
 DIRECT = """
 import argparse, logging, sys
-from dtrtrust import agent
+from dtrtrust.agent.loop import run
 p = argparse.ArgumentParser()
 p.add_argument("cmd"); p.add_argument("--node-name"); p.add_argument("--host-root")
 p.add_argument("--namespace", default="dtrtrust-system")
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-sys.exit(agent.run(p.parse_args()))
+sys.exit(run(p.parse_args()))
 """
 
 

@@ -20,7 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import certfactory
-from dtrtrust import certs, layout, writer
+from dtrtrust.contract import TARGETS
+from dtrtrust.core import layout
+from dtrtrust.core.bundle import compose_bundle
+from dtrtrust.core.client import validate_client_pair
+from dtrtrust.node import writer
 
 NOW = certfactory.NOW
 SYSTEM_STORE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -45,7 +49,7 @@ def main() -> None:
         (
             "compose_bundle, 20 CAs (+20 duplicates)",
             200,
-            *timed(lambda: certs.compose_bundle([("a", twenty), ("b", twenty)], now=NOW), 200),
+            *timed(lambda: compose_bundle([("a", twenty), ("b", twenty)], now=NOW), 200),
         )
     )
 
@@ -56,7 +60,7 @@ def main() -> None:
             (
                 f"compose_bundle, system store ({len(store) // 1024} KiB)",
                 50,
-                *timed(lambda: certs.compose_bundle([("store", store)], now=now), 50),
+                *timed(lambda: compose_bundle([("store", store)], now=now), 50),
             )
         )
 
@@ -65,24 +69,20 @@ def main() -> None:
         (
             "validate_client_pair (EC P-256)",
             500,
-            *timed(
-                lambda: certs.validate_client_pair(client.cert_pem, client.key_pem, now=NOW), 500
-            ),
+            *timed(lambda: validate_client_pair(client.cert_pem, client.key_pem, now=NOW), 500),
         )
     )
 
-    bundle = certs.compose_bundle([("a", twenty)], now=NOW).pem
+    bundle = compose_bundle([("a", twenty)], now=NOW).pem
     addresses = [f"registry-{i}.example:5000" for i in range(10)]
-    dirs = layout.desired_dirs(
-        addresses, list(layout.TARGETS), bundle, (client.cert_pem, client.key_pem)
-    )
+    dirs = layout.desired_dirs(addresses, list(TARGETS), bundle, (client.cert_pem, client.key_pem))
     rows.append(
         (
             "layout.desired_dirs, 10 addresses x 4 targets",
             500,
             *timed(
                 lambda: layout.desired_dirs(
-                    addresses, list(layout.TARGETS), bundle, (client.cert_pem, client.key_pem)
+                    addresses, list(TARGETS), bundle, (client.cert_pem, client.key_pem)
                 ),
                 500,
             ),
@@ -99,14 +99,14 @@ def main() -> None:
                 *timed(lambda: writer.sync_trust(root, "bench", dirs), 50),
             )
         )
-        flip = [bundle, certs.compose_bundle([("a", pki[0].cert_pem)], now=NOW).pem]
+        flip = [bundle, compose_bundle([("a", pki[0].cert_pem)], now=NOW).pem]
         state = {"i": 0}
 
         def rotate() -> None:
             state["i"] += 1
             changed = layout.desired_dirs(
                 addresses,
-                list(layout.TARGETS),
+                list(TARGETS),
                 flip[state["i"] % 2],
                 (client.cert_pem, client.key_pem),
             )

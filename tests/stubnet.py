@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import certfactory
-from dtrtrust.apply import ManifestSources
-from dtrtrust.fetch import FetchedCA, FetchError, VerifyError, VerifyResult
+from dtrtrust.cli.apply import ManifestSources
+from dtrtrust.core.network import FetchedCA, FetchError, VerifyError, VerifyResult
 
 
 @dataclass

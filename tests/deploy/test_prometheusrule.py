@@ -40,7 +40,7 @@ def test_rule_is_a_prometheus_operator_rule_with_the_expected_alerts() -> None:
 
 
 def test_rules_use_only_metric_names_the_operator_exports() -> None:
-    from dtrtrust import metrics
+    from dtrtrust.operator import metrics
 
     exported = {
         metrics.CERT_EXPIRY._name,

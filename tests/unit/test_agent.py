@@ -14,18 +14,22 @@ from typing import Any
 
 import pytest
 
-from dtrtrust import agent, objects, writer
-from dtrtrust.agent import (
-    Agent,
+from dtrtrust.agent.config import Config
+from dtrtrust.agent.decisions import (
     Bundle,
     BundleError,
-    Config,
-    TrustReport,
-    containerd_problem,
     decide,
     parse_bundle,
     selects,
+    sync_state,
 )
+from dtrtrust.agent.loop import REMOVED_TTL_SECONDS, Agent, backoff
+from dtrtrust.agent.policies import load_policies
+from dtrtrust.agent.report import TrustReport, report_body, same_report
+from dtrtrust.contract import CONFLICT, ERROR, NOT_EFFECTIVE, REMOVED, RETAINED, SYNCED
+from dtrtrust.node import writer
+from dtrtrust.node.containerd import containerd_problem
+from dtrtrust.operator.objects import bundle_secret
 
 CA = b"-----BEGIN CERTIFICATE-----\nCA one\n-----END CERTIFICATE-----\n"
 CA2 = b"-----BEGIN CERTIFICATE-----\nCA two\n-----END CERTIFICATE-----\n"
@@ -62,22 +66,8 @@ def secret(
     }
 
 
-# --------------------------------------------------------------------------- contract
-
-
-def test_agent_reads_the_annotations_and_labels_the_operator_writes() -> None:
-    assert agent.TRUST_LABEL == objects.TRUST_LABEL
-    assert agent.HASH_ANNOTATION == objects.HASH_ANNOTATION
-    assert agent.ADDRESSES_ANNOTATION == objects.ADDRESSES_ANNOTATION
-    assert agent.TARGETS_ANNOTATION == objects.TARGETS_ANNOTATION
-    assert agent.SELECTOR_ANNOTATION == objects.SELECTOR_ANNOTATION
-    assert agent.POLICY_ANNOTATION == objects.POLICY_ANNOTATION
-    key, value = agent.MANAGED_BY_SELECTOR.split("=")
-    assert {key: value} == objects.MANAGED_BY
-
-
 def test_bundle_parsed_from_a_secret_the_operator_built() -> None:
-    from dtrtrust.spec import parse_trust
+    from dtrtrust.core.spec import parse_trust
 
     spec = parse_trust(
         {
@@ -94,7 +84,7 @@ def test_bundle_parsed_from_a_secret_the_operator_built() -> None:
             },
         }
     )
-    body = objects.bundle_secret(spec, "uid-1", {"ca.crt": CA}, "sha256:abc", "dtrtrust-system")
+    body = bundle_secret(spec, "uid-1", {"ca.crt": CA}, "sha256:abc", "dtrtrust-system")
     bundle = parse_bundle(body)
     assert bundle == Bundle(
         trust="prod",
@@ -302,30 +292,30 @@ def test_writer_conflict_becomes_a_conflict_report_with_the_path() -> None:
             )
         ]
     )
-    report = agent.sync_state(bundle, result, None)
-    assert report.state == agent.CONFLICT
+    report = sync_state(bundle, result, None)
+    assert report.state == CONFLICT
     assert "etc/containerd/certs.d/dtr.example.com:4443" in report.message
 
 
 @pytest.mark.parametrize(
     ("targets", "problem", "state"),
     [
-        ("docker", None, agent.SYNCED),
-        ("docker", "containerd will not read", agent.SYNCED),  # containerd not a target
-        ("docker,containerd", None, agent.SYNCED),
-        ("docker,containerd", "containerd will not read", agent.NOT_EFFECTIVE),
+        ("docker", None, SYNCED),
+        ("docker", "containerd will not read", SYNCED),  # containerd not a target
+        ("docker,containerd", None, SYNCED),
+        ("docker,containerd", "containerd will not read", NOT_EFFECTIVE),
     ],
 )
 def test_not_effective_only_when_containerd_is_a_target(
     targets: str, problem: str | None, state: str
 ) -> None:
-    report = agent.sync_state(_bundle(targets=targets), writer.SyncResult(), problem)
+    report = sync_state(_bundle(targets=targets), writer.SyncResult(), problem)
     assert report.state == state
 
 
 def test_report_is_owned_by_the_node_and_unchanged_content_needs_no_write() -> None:
-    trusts = [TrustReport("b", "h2", agent.ERROR, "x"), TrustReport("a", "h1", agent.SYNCED)]
-    body = agent.report_body(
+    trusts = [TrustReport("b", "h2", ERROR, "x"), TrustReport("a", "h1", SYNCED)]
+    body = report_body(
         node_name="n1", node_uid="uid-n1", namespace="ns", trusts=trusts, last_change="t1"
     )
     assert body["metadata"]["ownerReferences"][0] == {
@@ -337,13 +327,13 @@ def test_report_is_owned_by_the_node_and_unchanged_content_needs_no_write() -> N
     }
     assert [t["name"] for t in body["status"]["trusts"]] == ["a", "b"]
     assert body["status"]["synced"] == "1/2"
-    assert agent.same_report(body, list(reversed(trusts)))
-    assert not agent.same_report(body, [TrustReport("a", "h1", agent.SYNCED)])
-    assert not agent.same_report(None, [])
+    assert same_report(body, list(reversed(trusts)))
+    assert not same_report(body, [TrustReport("a", "h1", SYNCED)])
+    assert not same_report(None, [])
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
-    delays = [agent.backoff(n, 1.0, 8.0) for n in range(1, 7)]
+    delays = [backoff(n, 1.0, 8.0) for n in range(1, 7)]
     for n, d in enumerate(delays, start=1):
         nominal = min(2 ** (n - 1), 8.0)
         assert 0.8 * nominal <= d <= 1.2 * nominal
@@ -381,7 +371,7 @@ def test_agent_writes_files_of_a_selected_trust_and_reports_synced(tmp_path: Pat
     a.reconcile(everything=True)
     assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
     assert os.stat(tmp_path / DOCKER_DIR / "client.key").st_mode & 0o777 == 0o600
-    assert a.reports["prod"] == TrustReport("prod", "sha256:aaa", agent.SYNCED)
+    assert a.reports["prod"] == TrustReport("prod", "sha256:aaa", SYNCED)
 
 
 def test_nothing_happens_before_the_first_complete_list(tmp_path: Path) -> None:
@@ -403,7 +393,7 @@ def test_trust_deleted_while_agent_was_down_is_cleaned_at_start(tmp_path: Path) 
     restarted.reconcile(everything=True)
     assert not (tmp_path / DOCKER_DIR).exists()
     assert writer.owned_trusts(tmp_path) == set()
-    assert restarted.reports["prod"].state == agent.REMOVED
+    assert restarted.reports["prod"].state == REMOVED
 
 
 def test_retain_policy_survives_a_restart_and_keeps_files(tmp_path: Path) -> None:
@@ -414,8 +404,8 @@ def test_retain_policy_survives_a_restart_and_keeps_files(tmp_path: Path) -> Non
     see(restarted, [])
     restarted.reconcile(everything=True)
     assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
-    assert restarted.reports["prod"].state == agent.RETAINED
-    assert agent.load_policies(tmp_path) == {"prod": "Retain"}
+    assert restarted.reports["prod"].state == RETAINED
+    assert load_policies(tmp_path) == {"prod": "Retain"}
 
 
 def test_node_no_longer_selected_loses_the_files(tmp_path: Path) -> None:
@@ -426,7 +416,7 @@ def test_node_no_longer_selected_loses_the_files(tmp_path: Path) -> None:
     see(a, [secret(selector={"role": "build"})], LINUX)
     a.reconcile(everything=True)
     assert not (tmp_path / DOCKER_DIR).exists()
-    assert a.reports["prod"].state == agent.REMOVED
+    assert a.reports["prod"].state == REMOVED
 
 
 def test_changed_bundle_is_rewritten_and_unchanged_one_is_not_touched(tmp_path: Path) -> None:
@@ -460,7 +450,7 @@ def test_unusable_secret_keeps_the_files_already_written(tmp_path: Path) -> None
     see(a, [secret(policy="Sometimes")])
     a.reconcile(everything=True)
     assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
-    assert a.reports["prod"].state == agent.ERROR
+    assert a.reports["prod"].state == ERROR
     assert "Delete or Retain" in a.reports["prod"].message
 
 
@@ -470,11 +460,11 @@ def test_not_effective_reported_from_the_hosts_containerd_config(tmp_path: Path)
     a = make_agent(tmp_path)
     see(a, [secret(targets="docker,containerd")])
     a.reconcile(everything=True)
-    assert a.reports["prod"].state == agent.NOT_EFFECTIVE
+    assert a.reports["prod"].state == NOT_EFFECTIVE
     assert (tmp_path / "etc/containerd/certs.d/dtr.example.com:4443/hosts.toml").is_file()
     (tmp_path / "etc/containerd/config.toml").write_text(V2_OK)
     a.reconcile(everything=True)
-    assert a.reports["prod"].state == agent.SYNCED
+    assert a.reports["prod"].state == SYNCED
 
 
 def test_removed_entry_leaves_the_report_after_its_grace(tmp_path: Path) -> None:
@@ -484,7 +474,7 @@ def test_removed_entry_leaves_the_report_after_its_grace(tmp_path: Path) -> None
     a.reconcile(everything=True)
     see(a, [])
     a.reconcile(everything=True)
-    assert a.reports["prod"].state == agent.REMOVED
-    now[0] += agent.REMOVED_TTL_SECONDS + 1
+    assert a.reports["prod"].state == REMOVED
+    now[0] += REMOVED_TTL_SECONDS + 1
     a.reconcile(everything=True)
     assert "prod" not in a.reports

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dtrtrust import objects
+from dtrtrust.core.status import nodes_status
 from dtrtrust.kube.cluster import NodeReports
-from dtrtrust.operator import node_progress
+from dtrtrust.operator.controller import node_progress
 
 H = "sha256:current"
 
@@ -40,7 +40,7 @@ def test_node_synced_only_with_the_published_hash_and_state_synced(
 def test_nodes_synced_condition_names_the_reported_problem() -> None:
     desired = ["n1", "n3"]
     synced, problems = node_progress(desired, REPORTS, "prod", H)
-    counts, cond = objects.nodes_status(desired, synced, problems)
+    counts, cond = nodes_status(desired, synced, problems)
     assert counts["synced"] == 1
     assert counts["desired"] == 2
     assert cond.status == "False"
@@ -50,5 +50,5 @@ def test_nodes_synced_condition_names_the_reported_problem() -> None:
 
 def test_all_desired_nodes_synced_makes_the_condition_true() -> None:
     synced, problems = node_progress(["n1"], REPORTS, "prod", H)
-    _, cond = objects.nodes_status(["n1"], synced, problems)
+    _, cond = nodes_status(["n1"], synced, problems)
     assert cond.status == "True"

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 import certfactory
-from dtrtrust import apply
-from dtrtrust.fetch import FetchError
+from dtrtrust.cli import apply
+from dtrtrust.core.network import FetchError
 from stubnet import StubNetwork
 
 NOW = certfactory.NOW

@@ -1,4 +1,4 @@
-"""Unit tests of the pure certificate core (dtrtrust.certs), with fixed-date fixture PKIs."""
+"""Unit tests of the pure certificate core (dtrtrust.core), with fixed-date fixture PKIs."""
 
 from __future__ import annotations
 
@@ -21,8 +21,17 @@ from certfactory import (
     make_pki,
     pem_join,
 )
-from dtrtrust import certs
-from dtrtrust.certs import CertError
+from dtrtrust.core.bundle import compose_bundle, describe, summaries_from_pem
+from dtrtrust.core.client import validate_client_pair
+from dtrtrust.core.errors import CertError
+from dtrtrust.core.fingerprints import (
+    content_hash,
+    fingerprint_der,
+    openssl_fingerprint,
+    parse_fingerprint,
+)
+from dtrtrust.core.pem import parse_certificates
+from dtrtrust.core.pkcs12 import PKCS12_KDF_ROUNDS, to_pkcs12
 
 UTC = dt.UTC
 DAY = dt.timedelta(days=1)
@@ -71,8 +80,8 @@ def _assert_no_key_material(err: CertError, key_pem: bytes) -> None:
 
 
 def test_valid_certificates_parse_in_input_order() -> None:
-    parsed = certs.parse_certificates(pem_join(SERVER, INTER, ROOT), source="chain")
-    assert [certs.describe(c).sha256 for c in parsed] == [
+    parsed = parse_certificates(pem_join(SERVER, INTER, ROOT), source="chain")
+    assert [describe(c).sha256 for c in parsed] == [
         SERVER.fingerprint,
         INTER.fingerprint,
         ROOT.fingerprint,
@@ -106,13 +115,13 @@ def test_valid_certificates_parse_in_input_order() -> None:
     ],
 )
 def test_whitespace_line_endings_and_bom_are_tolerated(case: str, data: bytes) -> None:
-    parsed = certs.parse_certificates(data, source="inline pem")
-    assert [certs.describe(c).sha256 for c in parsed] == [ROOT.fingerprint, INTER.fingerprint], case
+    parsed = parse_certificates(data, source="inline pem")
+    assert [describe(c).sha256 for c in parsed] == [ROOT.fingerprint, INTER.fingerprint], case
 
 
 @pytest.mark.parametrize("data", [b"", b"\n \r\n\t\n"])
 def test_input_without_blocks_parses_to_no_certificates(data: bytes) -> None:
-    assert certs.parse_certificates(data, source="empty") == []
+    assert parse_certificates(data, source="empty") == []
 
 
 # --------------------------------------------------------------------------- strict PEM: rejected
@@ -185,7 +194,7 @@ def test_invalid_pem_is_rejected_naming_source_and_block(
     case: str, data: bytes, fragment: str
 ) -> None:
     with pytest.raises(CertError) as info:
-        certs.parse_certificates(data, source="src")
+        parse_certificates(data, source="src")
     assert info.value.reason == "InvalidPEM"
     assert fragment in str(info.value)
     _assert_one_line(info.value)
@@ -211,7 +220,7 @@ def test_private_key_in_ca_source_is_rejected_without_echoing_it(form: str, layo
         "key after garbage": b"some notes\n" + key_pem,
     }[layout]
     with pytest.raises(CertError) as info:
-        certs.compose_bundle([("Secret org-roots key ca.crt", data)], now=NOW)
+        compose_bundle([("Secret org-roots key ca.crt", data)], now=NOW)
     err = info.value
     assert err.reason == "InvalidPEM"
     assert "a private key was found in Secret org-roots key ca.crt" in err.message
@@ -224,7 +233,7 @@ def test_private_key_in_ca_source_is_rejected_without_echoing_it(form: str, layo
 
 
 def test_bundle_keeps_only_ca_certificates_and_warns_naming_dropped_subject() -> None:
-    bundle = certs.compose_bundle([("chain", SERVER.full_chain_pem)], now=NOW)
+    bundle = compose_bundle([("chain", SERVER.full_chain_pem)], now=NOW)
     assert {c.sha256 for c in bundle.certificates} == {ROOT.fingerprint, INTER.fingerprint}
     assert all(c.is_ca for c in bundle.certificates)
     [warning] = bundle.warnings
@@ -235,13 +244,13 @@ def test_bundle_keeps_only_ca_certificates_and_warns_naming_dropped_subject() ->
 
 
 def test_certificate_without_basic_constraints_is_not_a_ca() -> None:
-    bundle = certs.compose_bundle([("s", pem_join(ROOT, NO_BC_LEAF))], now=NOW)
+    bundle = compose_bundle([("s", pem_join(ROOT, NO_BC_LEAF))], now=NOW)
     assert [c.sha256 for c in bundle.certificates] == [ROOT.fingerprint]
     assert NO_BC_LEAF.subject in bundle.warnings[0]
 
 
 def test_expired_ca_is_dropped_with_warning() -> None:
-    bundle = certs.compose_bundle([("s", pem_join(ROOT, EXPIRED_ROOT))], now=NOW)
+    bundle = compose_bundle([("s", pem_join(ROOT, EXPIRED_ROOT))], now=NOW)
     assert [c.sha256 for c in bundle.certificates] == [ROOT.fingerprint]
     [warning] = bundle.warnings
     assert warning.startswith("dropped")
@@ -250,7 +259,7 @@ def test_expired_ca_is_dropped_with_warning() -> None:
 
 
 def test_not_yet_valid_ca_is_kept_with_warning() -> None:
-    bundle = certs.compose_bundle([("s", pem_join(ROOT, FUTURE_ROOT))], now=NOW)
+    bundle = compose_bundle([("s", pem_join(ROOT, FUTURE_ROOT))], now=NOW)
     assert {c.sha256 for c in bundle.certificates} == {ROOT.fingerprint, FUTURE_ROOT.fingerprint}
     [warning] = bundle.warnings
     assert FUTURE_ROOT.subject in warning
@@ -258,7 +267,7 @@ def test_not_yet_valid_ca_is_kept_with_warning() -> None:
 
 
 def test_ca_expiring_within_30_days_is_kept_with_warning() -> None:
-    bundle = certs.compose_bundle([("s", pem_join(ROOT, SOON_ROOT))], now=NOW)
+    bundle = compose_bundle([("s", pem_join(ROOT, SOON_ROOT))], now=NOW)
     assert SOON_ROOT.fingerprint in {c.sha256 for c in bundle.certificates}
     [warning] = bundle.warnings
     assert SOON_ROOT.subject in warning
@@ -266,7 +275,7 @@ def test_ca_expiring_within_30_days_is_kept_with_warning() -> None:
 
 
 def test_ca_valid_for_longer_than_30_days_gives_no_warning() -> None:
-    assert certs.compose_bundle([("s", ROOT.cert_pem)], now=NOW).warnings == ()
+    assert compose_bundle([("s", ROOT.cert_pem)], now=NOW).warnings == ()
 
 
 @pytest.mark.parametrize(
@@ -293,7 +302,7 @@ def test_empty_result_is_an_error_with_the_reason_for_it(
     case: str, sources: list[tuple[str, bytes]], reason: str, fragment: str
 ) -> None:
     with pytest.raises(CertError) as info:
-        certs.compose_bundle(sources, now=NOW)
+        compose_bundle(sources, now=NOW)
     assert info.value.reason == reason, case
     assert fragment in info.value.message
     _assert_one_line(info.value)
@@ -302,7 +311,7 @@ def test_empty_result_is_an_error_with_the_reason_for_it(
 def test_oversized_input_is_rejected_with_size_and_limit() -> None:
     data = pem_join(ROOT, INTER)
     with pytest.raises(CertError) as info:
-        certs.compose_bundle([("a", data), ("b", data)], now=NOW, max_bytes=len(data))
+        compose_bundle([("a", data), ("b", data)], now=NOW, max_bytes=len(data))
     assert info.value.reason == "TooLarge"
     assert f"{2 * len(data)} bytes" in info.value.message
     assert f"limit of {len(data)} bytes" in info.value.message
@@ -313,19 +322,19 @@ def test_oversized_output_is_rejected_even_when_the_input_fits() -> None:
     one_line = _block("CERTIFICATE", _b64_of_pem(ROOT.cert_pem))
     assert len(one_line) < len(ROOT.cert_pem)
     with pytest.raises(CertError) as info:
-        certs.compose_bundle([("a", one_line)], now=NOW, max_bytes=len(one_line))
+        compose_bundle([("a", one_line)], now=NOW, max_bytes=len(one_line))
     assert info.value.reason == "TooLarge"
     assert "composed CA bundle" in info.value.message
     assert f"{len(ROOT.cert_pem)} bytes" in info.value.message
 
 
 def test_bundle_at_exactly_the_limit_is_accepted() -> None:
-    bundle = certs.compose_bundle([("a", ROOT.cert_pem)], now=NOW, max_bytes=len(ROOT.cert_pem))
+    bundle = compose_bundle([("a", ROOT.cert_pem)], now=NOW, max_bytes=len(ROOT.cert_pem))
     assert bundle.pem == ROOT.cert_pem
 
 
 def test_duplicates_are_removed_by_der_sha256() -> None:
-    bundle = certs.compose_bundle(
+    bundle = compose_bundle(
         [("a", pem_join(ROOT, ROOT, INTER)), ("b", pem_join(INTER, ROOT))], now=NOW
     )
     assert len(bundle.certificates) == 2
@@ -334,13 +343,13 @@ def test_duplicates_are_removed_by_der_sha256() -> None:
 
 def test_same_subject_with_different_key_is_not_a_duplicate() -> None:
     renewed = make_ca("Test Root CA", key=make_key("ec", "renewed root key"))
-    bundle = certs.compose_bundle([("a", pem_join(ROOT, renewed))], now=NOW)
+    bundle = compose_bundle([("a", pem_join(ROOT, renewed))], now=NOW)
     assert len(bundle.certificates) == 2
 
 
 def test_bundle_is_sorted_by_subject_then_sha256() -> None:
     renewed = make_ca("Test Root CA", key=make_key("ec", "renewed root key"))
-    bundle = certs.compose_bundle(
+    bundle = compose_bundle(
         [("a", pem_join(ROOT, OTHER_ROOT, renewed, INTER, FUTURE_ROOT))], now=NOW
     )
     keys = [(c.subject, c.sha256) for c in bundle.certificates]
@@ -358,7 +367,7 @@ def test_bundle_pem_is_canonical_reencoding_from_der_in_summary_order() -> None:
     messy = (
         pem_join(INTER, ROOT).replace(b"\n", b"\r\n").replace(b"-----BEGIN", b"\r\n  -----BEGIN")
     )
-    bundle = certs.compose_bundle([("a", messy)], now=NOW)
+    bundle = compose_bundle([("a", messy)], now=NOW)
     assert bundle.pem == pem_join(INTER, ROOT)  # Intermediate sorts before Root
     assert [c.sha256 for c in bundle.certificates] == [INTER.fingerprint, ROOT.fingerprint]
     assert bundle.pem.endswith(b"-----END CERTIFICATE-----\n")
@@ -367,26 +376,24 @@ def test_bundle_pem_is_canonical_reencoding_from_der_in_summary_order() -> None:
 
 
 def test_bundle_sha256_is_the_hash_of_the_bundle_bytes() -> None:
-    bundle = certs.compose_bundle([("a", pem_join(ROOT, INTER))], now=NOW)
+    bundle = compose_bundle([("a", pem_join(ROOT, INTER))], now=NOW)
     assert bundle.sha256 == "sha256:" + hashlib.sha256(bundle.pem).hexdigest()
 
 
 def test_bundle_not_after_is_the_earliest_not_after() -> None:
-    bundle = certs.compose_bundle([("a", pem_join(ROOT, SOON_ROOT, FUTURE_ROOT))], now=NOW)
+    bundle = compose_bundle([("a", pem_join(ROOT, SOON_ROOT, FUTURE_ROOT))], now=NOW)
     assert bundle.not_after == NOW + 10 * DAY
 
 
 def test_one_invalid_source_fails_the_bundle_naming_that_source() -> None:
     with pytest.raises(CertError) as info:
-        certs.compose_bundle(
-            [("inline pem", ROOT.cert_pem), ("ConfigMap org-roots", b"oops\n")], now=NOW
-        )
+        compose_bundle([("inline pem", ROOT.cert_pem), ("ConfigMap org-roots", b"oops\n")], now=NOW)
     assert info.value.reason == "InvalidPEM"
     assert "ConfigMap org-roots" in info.value.message
 
 
 def test_warning_names_every_source_of_a_dropped_certificate_in_sorted_order() -> None:
-    bundle = certs.compose_bundle(
+    bundle = compose_bundle(
         [("z-source", pem_join(ROOT, SERVER)), ("a-source", SERVER.cert_pem)], now=NOW
     )
     [warning] = bundle.warnings
@@ -397,7 +404,7 @@ def test_warning_names_every_source_of_a_dropped_certificate_in_sorted_order() -
 
 
 def test_summary_to_status_uses_camel_case_keys_and_rfc3339_z_times() -> None:
-    status = certs.describe(INTER.cert).to_status()
+    status = describe(INTER.cert).to_status()
     assert status == {
         "subject": "CN=Test Intermediate CA,O=dtrtrust tests",
         "issuer": "CN=Test Root CA,O=dtrtrust tests",
@@ -409,7 +416,7 @@ def test_summary_to_status_uses_camel_case_keys_and_rfc3339_z_times() -> None:
 
 
 def test_describe_gives_aware_utc_times_and_the_der_fingerprint() -> None:
-    summary = certs.describe(SERVER.cert)
+    summary = describe(SERVER.cert)
     assert summary.not_before == dt.datetime(2029, 7, 1, tzinfo=UTC)
     assert summary.not_before.utcoffset() == dt.timedelta(0)
     assert summary.sha256 == "sha256:" + hashlib.sha256(SERVER.der).hexdigest()
@@ -418,7 +425,7 @@ def test_describe_gives_aware_utc_times_and_the_der_fingerprint() -> None:
 
 
 def test_summaries_from_pem_keeps_every_certificate_in_input_order() -> None:
-    summaries = certs.summaries_from_pem(pem_join(SERVER, EXPIRED_ROOT), "served chain")
+    summaries = summaries_from_pem(pem_join(SERVER, EXPIRED_ROOT), "served chain")
     assert [s.sha256 for s in summaries] == [SERVER.fingerprint, EXPIRED_ROOT.fingerprint]
     assert [s.is_ca for s in summaries] == [False, True]
 
@@ -442,23 +449,23 @@ ED_CLIENT = make_leaf("ed client", INTER, key_type="ed25519", eku=["clientAuth"]
 def test_client_pair_is_accepted_and_the_key_is_kept_exactly_as_given(
     case: str, leaf: Issued, key_pem: bytes, label: bytes
 ) -> None:
-    pair = certs.validate_client_pair(leaf.cert_pem, key_pem, now=NOW)
+    pair = validate_client_pair(leaf.cert_pem, key_pem, now=NOW)
     assert pair.key_pem == key_pem, case
     assert pair.key_pem.startswith(b"-----BEGIN " + label + b"-----\n")
     assert pair.cert_pem == leaf.cert_pem
-    assert pair.summary == certs.describe(leaf.cert)
+    assert pair.summary == describe(leaf.cert)
     assert pair.warnings == ()
 
 
 def test_client_key_line_endings_and_surrounding_whitespace_are_normalised() -> None:
     messy = b"\r\n  " + CLIENT.traditional_key_pem.replace(b"\n", b"\r\n") + b"\r\n\r\n"
-    pair = certs.validate_client_pair(CLIENT.cert_pem, messy, now=NOW)
+    pair = validate_client_pair(CLIENT.cert_pem, messy, now=NOW)
     assert pair.key_pem == CLIENT.traditional_key_pem
 
 
 def test_client_chain_after_the_leaf_is_kept_leaf_first_without_duplicates() -> None:
     given = pem_join(CLIENT, INTER, CLIENT, ROOT).replace(b"\n", b"\r\n")
-    pair = certs.validate_client_pair(given, CLIENT.key_pem, now=NOW)
+    pair = validate_client_pair(given, CLIENT.key_pem, now=NOW)
     assert pair.cert_pem == pem_join(CLIENT, INTER, ROOT)
     assert pair.summary.sha256 == CLIENT.fingerprint
 
@@ -474,12 +481,12 @@ def test_client_chain_after_the_leaf_is_kept_leaf_first_without_duplicates() -> 
 )
 def test_client_auth_is_allowed_when_the_eku_permits_it(case: str, eku: list[str] | None) -> None:
     leaf = make_leaf("eku client", INTER, eku=eku, sans=[])
-    assert certs.validate_client_pair(leaf.cert_pem, leaf.key_pem, now=NOW).summary.subject
+    assert validate_client_pair(leaf.cert_pem, leaf.key_pem, now=NOW).summary.subject
 
 
 def test_client_certificate_expiring_within_30_days_warns() -> None:
     leaf = make_leaf("short client", INTER, eku=["clientAuth"], not_after=NOW + 29 * DAY)
-    pair = certs.validate_client_pair(leaf.cert_pem, leaf.key_pem, now=NOW)
+    pair = validate_client_pair(leaf.cert_pem, leaf.key_pem, now=NOW)
     [warning] = pair.warnings
     assert "within 30 days" in warning
     assert leaf.subject in warning
@@ -589,7 +596,7 @@ def test_invalid_client_pair_is_rejected_with_reason_and_no_key_material(
     case: str, cert_pem: bytes, key_pem: bytes, reason: str, fragment: str
 ) -> None:
     with pytest.raises(CertError) as info:
-        certs.validate_client_pair(cert_pem, key_pem, now=NOW)
+        validate_client_pair(cert_pem, key_pem, now=NOW)
     assert info.value.reason == reason
     assert fragment in info.value.message
     _assert_one_line(info.value)
@@ -598,7 +605,7 @@ def test_invalid_client_pair_is_rejected_with_reason_and_no_key_material(
 
 def test_client_errors_name_the_sources_given() -> None:
     with pytest.raises(CertError) as info:
-        certs.validate_client_pair(
+        validate_client_pair(
             CLIENT.cert_pem,
             _OTHER_KEY.key_pem,
             now=NOW,
@@ -629,7 +636,7 @@ _OPENSSL = ":".join(_HEX[i : i + 2] for i in range(0, 64, 2)).upper()
     ],
 )
 def test_fingerprint_in_accepted_forms_is_canonicalised(text: str) -> None:
-    assert certs.parse_fingerprint(text) == f"sha256:{_HEX}"
+    assert parse_fingerprint(text) == f"sha256:{_HEX}"
 
 
 @pytest.mark.parametrize(
@@ -651,7 +658,7 @@ def test_fingerprint_in_accepted_forms_is_canonicalised(text: str) -> None:
 )
 def test_fingerprint_in_any_other_form_is_rejected_with_the_accepted_forms(text: str) -> None:
     with pytest.raises(CertError) as info:
-        certs.parse_fingerprint(text)
+        parse_fingerprint(text)
     assert info.value.reason == "InvalidFingerprint"
     assert "sha256:<64 hex digits>" in info.value.message
     assert "AB:CD:" in info.value.message
@@ -659,11 +666,11 @@ def test_fingerprint_in_any_other_form_is_rejected_with_the_accepted_forms(text:
 
 
 def test_fingerprint_der_is_sha256_of_the_der() -> None:
-    assert certs.fingerprint_der(ROOT.der) == ROOT.fingerprint
+    assert fingerprint_der(ROOT.der) == ROOT.fingerprint
 
 
 def test_openssl_fingerprint_formats_as_openssl_prints_it() -> None:
-    assert certs.openssl_fingerprint(ROOT.fingerprint) == ROOT.openssl_fingerprint
+    assert openssl_fingerprint(ROOT.fingerprint) == ROOT.openssl_fingerprint
 
 
 # --------------------------------------------------------------------------- content hash
@@ -672,7 +679,7 @@ def test_openssl_fingerprint_formats_as_openssl_prints_it() -> None:
 def test_content_hash_does_not_depend_on_mapping_order() -> None:
     a = {"ca.crt": b"A", "client.cert": b"B", "client.key": b"C"}
     b = dict(reversed(list(a.items())))
-    assert certs.content_hash(a) == certs.content_hash(b)
+    assert content_hash(a) == content_hash(b)
 
 
 @pytest.mark.parametrize(
@@ -688,12 +695,12 @@ def test_content_hash_does_not_depend_on_mapping_order() -> None:
 def test_content_hash_framing_is_unambiguous(
     left: dict[str, bytes], right: dict[str, bytes]
 ) -> None:
-    assert certs.content_hash(left) != certs.content_hash(right)
+    assert content_hash(left) != content_hash(right)
 
 
 def test_content_hash_is_stable_across_releases() -> None:
     # A change here makes every node rewrite its files after an upgrade: change it on purpose only.
-    assert certs.content_hash({"ca.crt": b"A\n", "client.key": b"K\n"}) == (
+    assert content_hash({"ca.crt": b"A\n", "client.key": b"K\n"}) == (
         "sha256:"
         + hashlib.sha256(
             b"dtrtrust-content-v1\0"
@@ -728,7 +735,7 @@ def _der_oid(dotted: str) -> bytes:
 
 
 def test_pkcs12_holds_key_leaf_and_deduplicated_cas_under_the_password() -> None:
-    blob = certs.to_pkcs12(
+    blob = to_pkcs12(
         pem_join(CLIENT, INTER),
         CLIENT.key_pem,
         pem_join(INTER, ROOT),
@@ -748,7 +755,7 @@ def test_pkcs12_holds_key_leaf_and_deduplicated_cas_under_the_password() -> None
 
 
 def test_pkcs12_uses_pbes2_with_aes_256() -> None:
-    blob = certs.to_pkcs12(
+    blob = to_pkcs12(
         CLIENT.cert_pem, CLIENT.key_pem, None, password=b"pw", name="c", kdf_rounds=_FAST
     )
     assert _der_oid("1.2.840.113549.1.5.13") in blob  # PBES2
@@ -757,10 +764,10 @@ def test_pkcs12_uses_pbes2_with_aes_256() -> None:
 
 
 def test_pkcs12_default_kdf_rounds_are_strong() -> None:
-    blob = certs.to_pkcs12(
+    blob = to_pkcs12(
         RSA_CLIENT.cert_pem, RSA_CLIENT.traditional_key_pem, None, password=b"pw", name="c"
     )
-    assert b"\x02\x03" + certs.PKCS12_KDF_ROUNDS.to_bytes(3, "big") in blob  # DER INTEGER
+    assert b"\x02\x03" + PKCS12_KDF_ROUNDS.to_bytes(3, "big") in blob  # DER INTEGER
     assert pkcs12.load_pkcs12(blob, b"pw").cert is not None
 
 
@@ -783,13 +790,13 @@ def test_pkcs12_rejects_unusable_input(
     case: str, cert_pem: bytes, key_pem: bytes, password: bytes, reason: str
 ) -> None:
     with pytest.raises(CertError) as info:
-        certs.to_pkcs12(cert_pem, key_pem, None, password=password, name="c", kdf_rounds=_FAST)
+        to_pkcs12(cert_pem, key_pem, None, password=password, name="c", kdf_rounds=_FAST)
     assert info.value.reason == reason, case
 
 
 def test_pkcs12_ca_file_is_strict_pem() -> None:
     with pytest.raises(CertError) as info:
-        certs.to_pkcs12(
+        to_pkcs12(
             CLIENT.cert_pem, CLIENT.key_pem, b"junk", password=b"pw", name="c", kdf_rounds=_FAST
         )
     assert info.value.reason == "InvalidPEM"
@@ -799,6 +806,6 @@ def test_pkcs12_ca_file_is_strict_pem() -> None:
 def test_naive_now_is_a_programming_error_not_a_certificate_error() -> None:
     naive = NOW.replace(tzinfo=None)
     with pytest.raises(TypeError, match="timezone-aware"):
-        certs.compose_bundle([("a", ROOT.cert_pem)], now=naive)
+        compose_bundle([("a", ROOT.cert_pem)], now=naive)
     with pytest.raises(TypeError, match="timezone-aware"):
-        certs.validate_client_pair(CLIENT.cert_pem, CLIENT.key_pem, now=naive)
+        validate_client_pair(CLIENT.cert_pem, CLIENT.key_pem, now=naive)

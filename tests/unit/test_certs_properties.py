@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from certfactory import NOW, make_ca, make_leaf
-from dtrtrust import certs
+from dtrtrust.core.bundle import Bundle, compose_bundle
+from dtrtrust.core.errors import CertError
+from dtrtrust.core.fingerprints import content_hash, openssl_fingerprint, parse_fingerprint
 
 UTC = dt.UTC
 
@@ -56,10 +58,10 @@ def arrangements(draw: st.DrawFn) -> tuple[frozenset[int], list[tuple[str, bytes
     return frozenset(chosen), sources
 
 
-def _reference(chosen: frozenset[int]) -> certs.Bundle:
+def _reference(chosen: frozenset[int]) -> Bundle:
     """The bundle of the set, given once, each certificate once, in pool order, LF endings."""
     pem = b"".join(POOL[i].cert_pem for i in sorted(chosen))
-    return certs.compose_bundle([("reference", pem)], now=NOW)
+    return compose_bundle([("reference", pem)], now=NOW)
 
 
 @_settings
@@ -68,7 +70,7 @@ def test_bundle_bytes_and_hash_depend_only_on_the_certificate_set(
     arranged: tuple[frozenset[int], list[tuple[str, bytes]]],
 ) -> None:
     chosen, sources = arranged
-    bundle = certs.compose_bundle(sources, now=NOW)
+    bundle = compose_bundle(sources, now=NOW)
     reference = _reference(chosen)
     assert bundle.pem == reference.pem
     assert bundle.sha256 == reference.sha256
@@ -83,8 +85,8 @@ def test_shuffling_the_sources_changes_neither_bytes_nor_warnings(
     _, sources = arranged
     shuffled = list(sources)
     rnd.shuffle(shuffled)
-    first = certs.compose_bundle(sources, now=NOW)
-    second = certs.compose_bundle(shuffled, now=NOW)
+    first = compose_bundle(sources, now=NOW)
+    second = compose_bundle(shuffled, now=NOW)
     assert first == second
 
 
@@ -95,10 +97,10 @@ def test_parse_fingerprint_round_trips_both_forms(digest: bytes, upper: bool, pa
     openssl = ":".join(f"{b:02X}" for b in digest)
     sha_form = canonical.upper() if upper else canonical
     colon_form = openssl if upper else openssl.lower()
-    assert certs.parse_fingerprint(pad + sha_form + pad) == canonical
-    assert certs.parse_fingerprint(pad + colon_form + pad) == canonical
-    assert certs.openssl_fingerprint(canonical) == openssl
-    assert certs.parse_fingerprint(certs.openssl_fingerprint(canonical)) == canonical
+    assert parse_fingerprint(pad + sha_form + pad) == canonical
+    assert parse_fingerprint(pad + colon_form + pad) == canonical
+    assert openssl_fingerprint(canonical) == openssl
+    assert parse_fingerprint(openssl_fingerprint(canonical)) == canonical
 
 
 @_settings
@@ -109,8 +111,8 @@ def test_parse_fingerprint_returns_canonical_form_or_invalid_fingerprint(text: s
 
 def _outcome(text: str) -> str:
     try:
-        return certs.parse_fingerprint(text)
-    except certs.CertError as err:
+        return parse_fingerprint(text)
+    except CertError as err:
         return err.reason
 
 
@@ -118,4 +120,4 @@ def _outcome(text: str) -> str:
 @given(st.dictionaries(st.text(min_size=1, max_size=12), st.binary(max_size=16), max_size=5))
 def test_content_hash_does_not_depend_on_insertion_order(files: dict[str, bytes]) -> None:
     reversed_files = dict(reversed(list(files.items())))
-    assert certs.content_hash(files) == certs.content_hash(reversed_files)
+    assert content_hash(files) == content_hash(reversed_files)

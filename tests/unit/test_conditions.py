@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dtrtrust import conditions as c
+from dtrtrust.core import conditions as c
 
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(hours=1)

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from dtrtrust.spec import SpecError, parse_trust
+from dtrtrust.core.spec import SpecError, parse_trust
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "crds" / "dtrtrust.io_dtrtrusts.yaml").read_text())

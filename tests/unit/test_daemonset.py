@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from dtrtrust import daemonset
-from dtrtrust.daemonset import Settings, build, needs_update
+from dtrtrust.contract import SPEC_HASH_ANNOTATION
+from dtrtrust.operator import daemonset
+from dtrtrust.operator.daemonset import Settings, build, needs_update
 
 ALLOWED_HOST_PATHS = {
     "/etc/docker/certs.d",
@@ -96,7 +97,7 @@ def test_same_settings_give_the_same_object_and_hash() -> None:
     a, b = build(Settings()), build(Settings())
     assert a == b
     other = build(Settings(image="x.example/other:2"))
-    hash_key = daemonset.SPEC_HASH_ANNOTATION
+    hash_key = SPEC_HASH_ANNOTATION
     assert a["metadata"]["annotations"][hash_key] != other["metadata"]["annotations"][hash_key]
 
 
@@ -135,7 +136,7 @@ def _privileged(live: dict[str, Any]) -> None:
 
 
 def _stale_hash(live: dict[str, Any]) -> None:
-    live["metadata"]["annotations"][daemonset.SPEC_HASH_ANNOTATION] = "sha256:old"
+    live["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = "sha256:old"
 
 
 def _label(live: dict[str, Any]) -> None:

@@ -9,7 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from certfactory import Issued, make_ca, make_leaf
-from dtrtrust.fetch import FetchError, fetch_ca, pin_line, split_address
+from dtrtrust.core.addresses import split_address
+from dtrtrust.core.fingerprints import pin_line
+from dtrtrust.core.network import FetchError
+from dtrtrust.net.fetch import fetch_ca
 from tlsserver import Response, SilentServer, TLSServer, ipv6_loopback_available, valid_now
 
 ROOT = make_ca("fetch Root CA")

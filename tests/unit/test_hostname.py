@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dtrtrust.certs import hostname_matches
+from dtrtrust.core.chain import hostname_matches
 
 NAMES = ["dtr.example.com", "*.apps.example.com", "10.0.0.5", "::1", "Registry.Test."]
 

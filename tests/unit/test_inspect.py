@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from certfactory import Issued, make_ca, make_leaf
-from dtrtrust.inspect import healthy, inspect_registry, name_matches, render
+from dtrtrust.cli.inspect import healthy, inspect_registry, render
+from dtrtrust.core.chain import hostname_matches
 from tlsserver import Response, TLSServer, basic_info_route, valid_now
 
 ROOT = make_ca("inspect Root CA")
@@ -148,4 +149,4 @@ def test_unreachable_registry_is_reported_not_raised() -> None:
     ],
 )
 def test_name_matching_follows_go(pattern: str, host: str, matches: bool) -> None:
-    assert name_matches(pattern, host) is matches
+    assert hostname_matches(host, [pattern]) is matches

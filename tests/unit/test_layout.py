@@ -1,4 +1,4 @@
-"""dtrtrust.layout: which directories and files a node gets, and which addresses are safe."""
+"""dtrtrust.core.layout: which directories and files a node gets, and which addresses are safe."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dtrtrust.layout import (
-    DesiredDir,
-    desired_dirs,
-    hosts_toml,
-    validate_address,
-)
+from dtrtrust.core.addresses import validate_address
+from dtrtrust.core.layout import DesiredDir, desired_dirs, hosts_toml
 
 CA = b"-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"
 CERT = b"-----BEGIN CERTIFICATE-----\nCLIENT\n-----END CERTIFICATE-----\n"

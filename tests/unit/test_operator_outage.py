@@ -9,7 +9,8 @@ import pytest
 from kubernetes import client
 
 from dtrtrust.kube.cluster import ApiUnavailable, Kube
-from dtrtrust.operator import Config, Controller
+from dtrtrust.operator.config import Config
+from dtrtrust.operator.controller import Controller
 
 
 def unreachable_kube() -> Kube:

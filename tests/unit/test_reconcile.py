@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 import certfactory
-from dtrtrust import certs
-from dtrtrust.fetch import FetchError, VerifyError
-from dtrtrust.reconcile import Previous, RetiredCA, reconcile
-from dtrtrust.spec import parse_trust
+from dtrtrust.core.bundle import compose_bundle
+from dtrtrust.core.fingerprints import content_hash
+from dtrtrust.core.network import FetchError, VerifyError
+from dtrtrust.core.reconcile import Previous, RetiredCA, reconcile
+from dtrtrust.core.spec import parse_trust
 from stubnet import Sources, StubNetwork
 
 NOW = certfactory.NOW
@@ -58,8 +59,8 @@ def test_everything_valid_publishes_the_bundle_and_the_client_pair() -> None:
     )
     assert out.publish is not None
     assert set(out.publish) == {"ca.crt", "client.cert", "client.key"}
-    assert out.publish["ca.crt"] == certs.compose_bundle([("x", OLD.cert_pem)], now=NOW).pem
-    assert out.content_hash == certs.content_hash(out.publish)
+    assert out.publish["ca.crt"] == compose_bundle([("x", OLD.cert_pem)], now=NOW).pem
+    assert out.content_hash == content_hash(out.publish)
     assert all(s == "True" for s, _ in status_of(out).values())
     assert net.verified[0][2] is True  # /basic_info probed with the client pair
 

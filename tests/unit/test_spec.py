@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dtrtrust.spec import SpecError, parse_duration, parse_trust
+from dtrtrust.core.spec import SpecError, parse_duration, parse_trust
 
 PIN = "sha256:" + "ab" * 32
 

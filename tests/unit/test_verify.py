@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from certfactory import Issued, make_ca, make_leaf
-from dtrtrust.fetch import CLIENT_CERT_AUTHN, VerifyError, authn_method_of, verify_registry
+from dtrtrust.core.network import CLIENT_CERT_AUTHN, VerifyError
+from dtrtrust.net.verify import authn_method_of, verify_registry
 from tlsserver import SilentServer, TLSServer, basic_info_route, ipv6_loopback_available, valid_now
 
 ROOT = make_ca("verify Root CA")

@@ -1,4 +1,4 @@
-"""dtrtrust.writer on a real file system under tmp_path: atomic, owned, reversible."""
+"""dtrtrust.node.writer on a real file system under tmp_path: atomic, owned, reversible."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from dtrtrust import writer
-from dtrtrust.layout import DesiredDir, DesiredFile, desired_dirs
-from dtrtrust.writer import owned_trusts, remove_trust, sync_trust
+from dtrtrust.core.layout import DesiredDir, DesiredFile, desired_dirs
+from dtrtrust.node import writer
+from dtrtrust.node.writer import owned_trusts, remove_trust, sync_trust
 
 CA = b"-----BEGIN CERTIFICATE-----\nCA one\n-----END CERTIFICATE-----\n"
 CA2 = b"-----BEGIN CERTIFICATE-----\nCA two\n-----END CERTIFICATE-----\n"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dtrtrust.layout import desired_dirs
-from dtrtrust.writer import sync_trust
+from dtrtrust.core.layout import desired_dirs
+from dtrtrust.node.writer import sync_trust
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ labels, both by list + watch, and on every change, and every resync period to
 repair drift, makes the node's files match:
 
 * a trust whose ``nodeSelector`` (plus ``kubernetes.io/os=linux``) selects the node
-  is synced through :func:`dtrtrust.writer.sync_trust`, which writes nothing when
+  is synced through :func:`dtrtrust.node.writer.sync_trust`, which writes nothing when
   nothing differs;
 * a trust the node owns files of (the writer's ownership record) but which no
   longer selects the node is removed;
@@ -19,8 +19,11 @@ repair drift, makes the node's files match:
 Nothing is removed before the first complete list of Secrets: an API outage at any
 time keeps every file, and the agent retries with backoff.
 
-The result per trust goes into one ``DTRTrustNode`` object named after the node,
-written only when its content changes. SIGTERM stops the loop after the current
+The decisions are pure (:mod:`dtrtrust.agent.decisions`), the report is built by
+:mod:`dtrtrust.agent.report`, the deletion policies are remembered by
+:mod:`dtrtrust.agent.policies`; this module is the loop around them. The result per trust
+goes into one ``DTRTrustNode`` object named after the node, written only when its
+content changes. SIGTERM stops the loop after the current
 write. Only pykube-ng talks to the API (:mod:`dtrtrust.kube.node`, imported lazily);
 this module must not import the operator's modules (kopf, the kubernetes client,
 cryptography), which keeps the agent under 40 MB resident.
@@ -29,448 +32,47 @@ cryptography), which keeps the agent under 40 MB resident.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import contextlib
-import json
 import logging
-import os
-import random
 import signal
 import threading
 import time
-import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dtrtrust import __version__, layout, writer
+from dtrtrust import __version__
+from dtrtrust.agent.config import Config
+from dtrtrust.agent.decisions import (
+    Action,
+    Bundle,
+    BundleError,
+    decide,
+    parse_bundle,
+    sync_state,
+    trust_of,
+)
+from dtrtrust.agent.policies import load_policies, save_policies
+from dtrtrust.agent.report import TrustReport, report_body, same_report
+from dtrtrust.contract import ERROR, MANAGED_BY_SELECTOR, REMOVED, RETAINED, SYNCED
+from dtrtrust.core.backoff import exponential, jittered
+from dtrtrust.core.times import now_rfc3339
+from dtrtrust.node import writer
+from dtrtrust.node.containerd import containerd_problem, read_containerd_config
 
 if TYPE_CHECKING:
     from dtrtrust.kube.node import NodeApi
 
 log = logging.getLogger("dtrtrust.agent")
 
-# The bundle Secret's contract (written by dtrtrust.objects on the operator side; a
-# unit test checks both sides agree). Repeated here so the agent never imports the
-# operator's modules and their dependencies.
-MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=dtrtrust"
-TRUST_LABEL = "dtrtrust.io/trust"
-HASH_ANNOTATION = "dtrtrust.io/content-hash"
-ADDRESSES_ANNOTATION = "dtrtrust.io/registries"
-TARGETS_ANNOTATION = "dtrtrust.io/targets"
-SELECTOR_ANNOTATION = "dtrtrust.io/node-selector"
-POLICY_ANNOTATION = "dtrtrust.io/deletion-policy"
-CA_KEY, CLIENT_CERT_KEY, CLIENT_KEY_KEY = "ca.crt", "client.cert", "client.key"
-
-DEFAULT_SELECTOR = {"kubernetes.io/os": "linux"}
-POLICIES = ("Delete", "Retain")
-
-# Per-trust states in the DTRTrustNode report (the CRD enumerates them).
-SYNCED, CONFLICT, NOT_EFFECTIVE, ERROR, REMOVED, RETAINED = (
-    "Synced",
-    "Conflict",
-    "NotEffective",
-    "Error",
-    "Removed",
-    "Retained",
-)
 # How long a "Removed" entry of a trust whose Secret is gone stays in the report, so
 # the operator and `kubectl get dtrtn` can see it happened without the list growing.
 REMOVED_TTL_SECONDS = 600.0
 
-AGENT_STATE_FILE = "agent.json"  # under writer.STATE_DIR
-CONTAINERD_CONFIG = "etc/containerd/config.toml"
-CONTAINERD_CERTS_D = "/etc/containerd/certs.d"
-
-# containerd's CRI registry table per config version: v1 (containerd 1.x short
-# names), v2 (containerd 1.x), v3 (containerd 2.x, images split out of CRI).
-_CRI_REGISTRY_TABLES = {
-    1: ("plugins", "cri", "registry"),
-    2: ("plugins", "io.containerd.grpc.v1.cri", "registry"),
-    3: ("plugins", "io.containerd.cri.v1.images", "registry"),
-}
-
-
-@dataclass(frozen=True)
-class Config:
-    """Agent settings, from flags and the environment; logged once at start."""
-
-    node_name: str
-    host_root: Path
-    # Namespace of the bundle Secrets and of the DTRTrustNode reports.
-    namespace: str = "dtrtrust-system"
-    # Every trust is reconciled this often even without a change (repairs drift).
-    resync_seconds: float = 60.0
-    # First retry delay after an API error; doubles up to max_backoff_seconds.
-    backoff_seconds: float = 1.0
-    max_backoff_seconds: float = 60.0
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
-        env = os.environ if env is None else env
-        node = args.node_name or env.get("NODE_NAME") or ""
-        if not node:
-            raise SystemExit("dtrtrust agent: give --node-name or set NODE_NAME")
-        return cls(
-            node_name=node,
-            host_root=Path(args.host_root),
-            namespace=args.namespace,
-            resync_seconds=float(env.get("DTRTRUST_AGENT_RESYNC_SECONDS", cls.resync_seconds)),
-            backoff_seconds=float(env.get("DTRTRUST_AGENT_BACKOFF_SECONDS", cls.backoff_seconds)),
-            max_backoff_seconds=float(
-                env.get("DTRTRUST_AGENT_MAX_BACKOFF_SECONDS", cls.max_backoff_seconds)
-            ),
-        )
-
-
-# --------------------------------------------------------------------------- pure core
-
-
-class BundleError(ValueError):
-    """A bundle Secret the agent cannot use; the message says what is wrong."""
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """What a bundle Secret asks of the nodes."""
-
-    trust: str
-    content_hash: str
-    addresses: tuple[str, ...]
-    targets: tuple[str, ...]
-    selector: Mapping[str, str]
-    policy: str
-    ca: bytes
-    client: tuple[bytes, bytes] | None
-
-    def dirs(self) -> list[layout.DesiredDir]:
-        return layout.desired_dirs(self.addresses, self.targets, self.ca, self.client)
-
-
-def _split(value: str | None) -> tuple[str, ...]:
-    return tuple(p.strip() for p in (value or "").split(",") if p.strip())
-
-
-def trust_of(secret: Mapping[str, Any]) -> str | None:
-    labels = (secret.get("metadata") or {}).get("labels") or {}
-    name = labels.get(TRUST_LABEL)
-    return str(name) if name else None
-
-
-def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
-    """A Bundle from the Secret's labels, annotations and data. Raises BundleError
-    (never with key material in the message)."""
-    meta = secret.get("metadata") or {}
-    where = f"Secret {meta.get('name')}"
-    trust = trust_of(secret)
-    if not trust:
-        raise BundleError(f"{where} has no {TRUST_LABEL} label")
-    notes = meta.get("annotations") or {}
-    content_hash = str(notes.get(HASH_ANNOTATION) or "")
-    if not content_hash:
-        raise BundleError(f"{where} has no {HASH_ANNOTATION} annotation")
-    addresses = _split(notes.get(ADDRESSES_ANNOTATION))
-    if not addresses:
-        raise BundleError(f"{where} names no registry in {ADDRESSES_ANNOTATION}")
-    for address in addresses:
-        try:
-            layout.validate_address(address)
-        except ValueError as exc:
-            raise BundleError(f"{where}: {exc}") from None
-    targets = _split(notes.get(TARGETS_ANNOTATION)) or ("docker",)
-    unknown = [t for t in targets if t not in layout.TARGETS]
-    if unknown:
-        raise BundleError(
-            f"{where}: unknown target {unknown[0]!r} in {TARGETS_ANNOTATION}; "
-            "this agent may be older than the operator"
-        )
-    try:
-        selector = json.loads(notes.get(SELECTOR_ANNOTATION) or "{}")
-    except ValueError:
-        raise BundleError(f"{where}: {SELECTOR_ANNOTATION} is not JSON") from None
-    if not isinstance(selector, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in selector.items()
-    ):
-        raise BundleError(f"{where}: {SELECTOR_ANNOTATION} must map label names to values")
-    policy = str(notes.get(POLICY_ANNOTATION) or "Delete")
-    if policy not in POLICIES:
-        raise BundleError(f"{where}: {POLICY_ANNOTATION} must be Delete or Retain")
-    data = secret.get("data") or {}
-    try:
-        decoded = {k: base64.b64decode(v, validate=True) for k, v in data.items()}
-    except (binascii.Error, TypeError):
-        raise BundleError(f"{where}: its data is not valid base64") from None
-    ca = decoded.get(CA_KEY, b"")
-    if not ca:
-        raise BundleError(f"{where} has no {CA_KEY}")
-    cert, key = decoded.get(CLIENT_CERT_KEY), decoded.get(CLIENT_KEY_KEY)
-    if bool(cert) != bool(key):
-        raise BundleError(f"{where} holds only one of {CLIENT_CERT_KEY} and {CLIENT_KEY_KEY}")
-    return Bundle(
-        trust=trust,
-        content_hash=content_hash,
-        addresses=addresses,
-        targets=targets,
-        selector=dict(selector),
-        policy=policy,
-        ca=ca,
-        client=(cert, key) if cert and key else None,
-    )
-
-
-def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    """Whether a trust's nodeSelector (plus kubernetes.io/os=linux) selects a node with
-    ``labels``. An empty value means "the label exists", as the operator counts
-    desired nodes (``Kube.node_names``), so both sides agree."""
-    wanted = {**DEFAULT_SELECTOR, **selector}
-    for key, value in wanted.items():
-        if key not in labels:
-            return False
-        if value and labels[key] != value:
-            return False
-    return True
-
-
-def _cri_registry(doc: Mapping[str, Any], version: int) -> Mapping[str, Any]:
-    table: Any = doc
-    for part in _CRI_REGISTRY_TABLES[version]:
-        table = table.get(part) if isinstance(table, Mapping) else None
-        if table is None:
-            return {}
-    return table if isinstance(table, Mapping) else {}
-
-
-def containerd_problem(config_text: str | None) -> str | None:
-    """Why containerd's CRI will not read ``/etc/containerd/certs.d`` with this
-    config.toml, or None when it will (or when there is no config.toml to judge:
-    the node may not run containerd). The message says what to add."""
-    if config_text is None:
-        return None
-    try:
-        doc = tomllib.loads(config_text)
-    except tomllib.TOMLDecodeError as exc:
-        return (
-            f"/etc/containerd/config.toml cannot be parsed ({exc}); fix it so containerd reads "
-            f"registry config_path = {CONTAINERD_CERTS_D!r}"
-        )
-    version = doc.get("version", 1)
-    if version not in _CRI_REGISTRY_TABLES:
-        return None  # a config format this agent does not know: do not guess
-    registry = _cri_registry(doc, version)
-    raw = registry.get("config_path")
-    paths = [p.rstrip("/") for p in str(raw or "").split(":") if p]
-    if CONTAINERD_CERTS_D in paths:
-        return None
-    if raw is None and doc.get("imports"):
-        return None  # config_path may be set in an imported file we cannot see
-    table = f'[plugins."{_CRI_REGISTRY_TABLES[version][1]}".registry]'
-    if version == 1:
-        table = "[plugins.cri.registry]"
-    now = f"config_path is {raw!r}" if raw else "no config_path is set"
-    return (
-        f"containerd will not read {CONTAINERD_CERTS_D}: in /etc/containerd/config.toml "
-        f"(version {version}) {now}; add {CONTAINERD_CERTS_D} to config_path under {table} "
-        "and restart containerd"
-    )
-
-
-@dataclass(frozen=True)
-class Action:
-    trust: str
-    kind: str  # "sync" | "remove" | "retain" | "error"
-    reason: str = ""
-    bundle: Bundle | None = None
-
-
-def decide(
-    bundles: Mapping[str, Bundle | BundleError],
-    labels: Mapping[str, str],
-    owned: Iterable[str],
-    policies: Mapping[str, str],
-    trusts: Iterable[str] | None = None,
-) -> list[Action]:
-    """What to do for each trust (all of ``bundles`` and ``owned``, or only ``trusts``).
-
-    - Secret present and the node selected: sync.
-    - Secret present, node not selected, files owned: remove ("not selected").
-    - Secret gone, files owned: remove with policy Delete (the default when the
-      policy was never seen), keep with Retain.
-    - Secret unusable: report the error and touch nothing."""
-    owned_set = set(owned)
-    names = set(bundles) | owned_set if trusts is None else set(trusts)
-    actions: list[Action] = []
-    for trust in sorted(names):
-        bundle = bundles.get(trust)
-        if isinstance(bundle, BundleError):
-            actions.append(Action(trust, "error", str(bundle)))
-        elif bundle is not None:
-            if selects(bundle.selector, labels):
-                actions.append(Action(trust, "sync", bundle=bundle))
-            elif trust in owned_set:
-                actions.append(Action(trust, "remove", "the node is no longer selected"))
-        elif trust in owned_set:
-            if policies.get(trust, "Delete") == "Retain":
-                actions.append(
-                    Action(trust, "retain", "the trust is gone; deletionPolicy Retain keeps files")
-                )
-            else:
-                actions.append(Action(trust, "remove", "the trust is gone (deletionPolicy Delete)"))
-    return actions
-
-
-@dataclass(frozen=True)
-class TrustReport:
-    name: str
-    content_hash: str
-    state: str
-    message: str = ""
-
-    def to_dict(self) -> dict[str, str]:
-        """Empty fields are left out (as the API server would drop them)."""
-        out = {"name": self.name, "state": self.state}
-        if self.content_hash:
-            out["contentHash"] = self.content_hash
-        if self.message:
-            out["message"] = self.message[:1024]
-        return out
-
-
-def sync_state(bundle: Bundle, result: writer.SyncResult, containerd: str | None) -> TrustReport:
-    """The report for a synced trust from the writer's result; ``containerd`` is
-    :func:`containerd_problem` for this node."""
-    if result.error:
-        return TrustReport(bundle.trust, bundle.content_hash, ERROR, result.error)
-    conflicts = [d for d in result.dirs if d.action == "conflict"]
-    if conflicts:
-        first = conflicts[0]
-        return TrustReport(
-            bundle.trust, bundle.content_hash, CONFLICT, f"{first.path}: {first.message}"
-        )
-    errors = [d for d in result.dirs if d.action == "error"]
-    if errors:
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        return TrustReport(
-            bundle.trust, bundle.content_hash, ERROR, f"{first.path}: {first.message}{more}"
-        )
-    if "containerd" in bundle.targets and containerd:
-        return TrustReport(bundle.trust, bundle.content_hash, NOT_EFFECTIVE, containerd)
-    return TrustReport(bundle.trust, bundle.content_hash, SYNCED)
-
-
-def report_body(
-    *,
-    node_name: str,
-    node_uid: str | None,
-    namespace: str,
-    trusts: Sequence[TrustReport],
-    last_change: str,
-    resource_version: str | None = None,
-) -> dict[str, Any]:
-    """The DTRTrustNode object: one per node, owned by the Node so garbage
-    collection removes it with the node."""
-    meta: dict[str, Any] = {
-        "name": node_name,
-        "namespace": namespace,
-        "labels": {"app.kubernetes.io/managed-by": "dtrtrust"},
-    }
-    if node_uid:
-        meta["ownerReferences"] = [
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "name": node_name,
-                "uid": node_uid,
-                "blockOwnerDeletion": False,
-            }
-        ]
-    if resource_version:
-        meta["resourceVersion"] = resource_version
-    return {
-        "apiVersion": "dtrtrust.io/v1alpha1",
-        "kind": "DTRTrustNode",
-        "metadata": meta,
-        "status": report_status(node_name, trusts, last_change),
-    }
-
-
-def report_status(
-    node_name: str, trusts: Sequence[TrustReport], last_change: str
-) -> dict[str, Any]:
-    return {
-        "nodeName": node_name,
-        "agentVersion": __version__,
-        "synced": f"{sum(t.state == SYNCED for t in trusts)}/{len(trusts)}",
-        "trusts": [t.to_dict() for t in sorted(trusts, key=lambda t: t.name)],
-        "lastChange": last_change,
-    }
-
-
-def same_report(live: Mapping[str, Any] | None, trusts: Sequence[TrustReport]) -> bool:
-    """Whether the live report already says this (lastChange aside): no write then."""
-    if live is None:
-        return False
-    status = live.get("status") or {}
-    return bool(
-        status.get("agentVersion") == __version__
-        and status.get("trusts") == [t.to_dict() for t in sorted(trusts, key=lambda t: t.name)]
-    )
-
 
 def backoff(failures: int, base: float, cap: float) -> float:
-    """Exponential backoff with +-20 % jitter so agents of many nodes spread out."""
-    delay = min(base * (2 ** max(failures - 1, 0)), cap)
-    return float(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
-
-
-# ---------------------------------------------------------------------- agent state
-
-
-def load_policies(host_root: Path) -> dict[str, str]:
-    """Remembered deletion policies (trust -> Delete|Retain); {} when none."""
-    path = host_root / writer.STATE_DIR / AGENT_STATE_FILE
-    try:
-        raw = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read %s (%s); assuming deletionPolicy Delete", path, exc)
-        return {}
-    policies = raw.get("policies") if isinstance(raw, dict) else None
-    if not isinstance(policies, dict):
-        return {}
-    return {str(k): str(v) for k, v in policies.items() if v in POLICIES}
-
-
-def save_policies(host_root: Path, policies: Mapping[str, str]) -> None:
-    """Atomically (temp file, fsync, rename) next to the writer's ownership record."""
-    directory = host_root / writer.STATE_DIR
-    directory.mkdir(mode=0o700, exist_ok=True)
-    path = directory / AGENT_STATE_FILE
-    tmp = directory / f".{AGENT_STATE_FILE}.tmp"
-    data = json.dumps({"version": 1, "policies": dict(sorted(policies.items()))}).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def read_containerd_config(host_root: Path) -> str | None:
-    path = host_root / CONTAINERD_CONFIG
-    try:
-        if not path.is_file():
-            return None  # absent (or an empty hostPath placeholder directory)
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-
-
-# ------------------------------------------------------------------------- the agent
+    """The agent's retry delay: doubling from ``base`` (first failure) to ``cap``, +-20 %."""
+    return jittered(exponential(failures - 1, base, cap))
 
 
 @dataclass
@@ -722,21 +324,18 @@ class Agent:
             if trust not in bundles:
                 self._forget_policy(trust)
         elif action.kind == "retain":
-            previous = self.reports.get(trust)
-            report = TrustReport(
-                trust, previous.content_hash if previous else "", RETAINED, action.reason
-            )
-            if self.reports.get(trust) != report:
-                log.info("trust %s: %s", trust, action.reason)
-            self.reports[trust] = report
+            self._note(trust, RETAINED, action.reason, logging.INFO, action.reason)
         else:
-            previous = self.reports.get(trust)
-            report = TrustReport(
-                trust, previous.content_hash if previous else "", ERROR, action.reason
-            )
-            if self.reports.get(trust) != report:
-                log.error("trust %s: %s; its files are left as they are", trust, action.reason)
-            self.reports[trust] = report
+            message = f"{action.reason}; its files are left as they are"
+            self._note(trust, ERROR, action.reason, logging.ERROR, message)
+
+    def _note(self, trust: str, state: str, reason: str, level: int, message: str) -> None:
+        """Report ``state`` for a trust whose files stay as they are (logged on change)."""
+        previous = self.reports.get(trust)
+        report = TrustReport(trust, previous.content_hash if previous else "", state, reason)
+        if previous != report:
+            log.log(level, "trust %s: %s", trust, message)
+        self.reports[trust] = report
 
     # --- the report -------------------------------------------------------------------
 
@@ -758,7 +357,7 @@ class Agent:
                 node_uid=uid,
                 namespace=self.config.namespace,
                 trusts=trusts,
-                last_change=_now_rfc3339(),
+                last_change=now_rfc3339(),
                 resource_version=_rv(self.live_report),
             )
             if self.live_report is None:
@@ -846,10 +445,6 @@ def _rv(obj: Mapping[str, Any] | None) -> str | None:
         return None
     rv = (obj.get("metadata") or {}).get("resourceVersion")
     return str(rv) if rv else None
-
-
-def _now_rfc3339() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,7 +43,8 @@ def _client_pair(args: argparse.Namespace) -> tuple[bytes, bytes] | None:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from dtrtrust import apply
+    from dtrtrust.cli import apply
+    from dtrtrust.net.live import LiveNetwork
 
     opts = apply.HostOptions(
         host_root=Path(args.host_root),
@@ -62,7 +63,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print(f"removed {path}")
         print(f"{len(removed)} path(s) removed or restored")
         return EXIT_OK
-    results = apply.apply_all(manifests, opts, now=dt.datetime.now(dt.UTC))
+    results = apply.apply_all(manifests, opts, now=dt.datetime.now(dt.UTC), network=LiveNetwork())
     sys.stdout.write(apply.render(results))
     for r in results:
         if not r.ready:
@@ -75,7 +76,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from dtrtrust import inspect
+    from dtrtrust.cli import inspect
 
     report = inspect.inspect_registry(args.url, _client_pair(args), timeout=args.timeout)
     sys.stdout.write(inspect.render(report))
@@ -99,16 +100,19 @@ def _password(args: argparse.Namespace) -> bytes:
 
 
 def cmd_p12(args: argparse.Namespace) -> int:
-    from dtrtrust import certs  # imported here: the agent must not load cryptography
+    # Imported here: the agent's entry point must not load cryptography.
+    from dtrtrust.core.client import validate_client_pair
+    from dtrtrust.core.errors import CertError
+    from dtrtrust.core.pkcs12 import to_pkcs12
 
     cert, key = _read(args.cert, "certificate"), _read(args.key, "key")
     ca = _read(args.ca, "CA file") if args.ca else None
     try:
-        pair = certs.validate_client_pair(cert, key, now=dt.datetime.now(dt.UTC))
+        pair = validate_client_pair(cert, key, now=dt.datetime.now(dt.UTC))
         for warning in pair.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        blob = certs.to_pkcs12(cert, key, ca, password=_password(args), name=args.name)
-    except certs.CertError as exc:
+        blob = to_pkcs12(cert, key, ca, password=_password(args), name=args.name)
+    except CertError as exc:
         raise UsageError(exc.message) from None
     out = Path(args.output)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -128,7 +132,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     from dtrtrust import agent
 
-    return int(agent.run(args))
+    return agent.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,7 +302,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_NOT_READY
-
-
-if __name__ == "__main__":
-    sys.exit(main())

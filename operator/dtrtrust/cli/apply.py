@@ -1,7 +1,7 @@
 """``dtrtrust apply``: the whole job on one host, without a cluster.
 
 Reads DTRTrust manifests (and the Secret / ConfigMap manifests they reference) from
-files, runs the same :func:`dtrtrust.reconcile.reconcile` as the operator, writes the
+files, runs the same :func:`dtrtrust.core.reconcile.reconcile` as the operator, writes the
 node files through the same writer as the agent, and returns each trust's status.
 A failed check writes nothing: the previous files stay as they were.
 """
@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import logging
 import os
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,16 +21,19 @@ from typing import Any
 
 import yaml
 
-from dtrtrust import conditions, layout, writer
-from dtrtrust.conditions import Condition
-from dtrtrust.reconcile import CA_KEY, Network, Outcome, Previous, reconcile
-from dtrtrust.spec import API_VERSION, KIND, SpecError, TrustSpec, parse_trust
+from dtrtrust.contract import API_VERSION, CA_KEY, CLIENT_CERT_KEY, CLIENT_KEY_KEY, KIND
+from dtrtrust.core import conditions, layout
+from dtrtrust.core.conditions import Condition
+from dtrtrust.core.network import Network
+from dtrtrust.core.reconcile import Previous, reconcile
+from dtrtrust.core.spec import SpecError, parse_trust
+from dtrtrust.core.status import invalid_spec_status, is_ready, trust_status
+from dtrtrust.node import systemtrust, writer
 
 log = logging.getLogger("dtrtrust.apply")
 
 # Next to the writer's ownership record (<host root>/.dtrtrust), private like it.
 STATE_DIR = ".dtrtrust/apply"
-SYSTEM_TRUST_DIR = "usr/local/share/ca-certificates"
 
 
 class InputError(Exception):
@@ -112,6 +114,10 @@ def _collect(doc: Mapping[str, Any], path: str, found: Manifests) -> None:
         )
 
 
+# How status.nodes names the one host `apply` works on.
+HOST_NODE = "localhost"
+
+
 @dataclass
 class HostOptions:
     host_root: Path = Path("/")
@@ -155,9 +161,12 @@ def _save_state(opts: HostOptions, name: str, state: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _nodes_condition(result: writer.SyncResult) -> Condition:
+def _host_nodes(result: writer.SyncResult) -> tuple[Condition, dict[str, Any]]:
+    """NodesSynced and ``status.nodes`` for this one host, from what the writer did."""
+    counts = {"desired": 1, "synced": 1, "summary": "1/1", "outOfSync": []}
+    out_of_sync = {"desired": 1, "synced": 0, "summary": "0/1", "outOfSync": [HOST_NODE]}
     if result.error:
-        return conditions.failed(conditions.NODES_SYNCED, "NodeErrors", result.error)
+        return conditions.failed(conditions.NODES_SYNCED, "NodeErrors", result.error), out_of_sync
     problems = [d for d in result.dirs if d.action not in ("written", "unchanged")]
     if not problems:
         written = sum(d.action == "written" for d in result.dirs)
@@ -165,7 +174,7 @@ def _nodes_condition(result: writer.SyncResult) -> Condition:
             conditions.NODES_SYNCED,
             "Synced",
             f"{len(result.dirs)} director(ies) in place, {written} written.",
-        )
+        ), counts
     first = problems[0]
     reason = "Conflict" if first.action == "conflict" else "NodeErrors"
     return conditions.failed(
@@ -173,64 +182,7 @@ def _nodes_condition(result: writer.SyncResult) -> Condition:
         reason,
         f"{first.target} {first.address}: {first.message}"
         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-    )
-
-
-def _system_trust(opts: HostOptions, spec: TrustSpec, ca_pem: bytes | None) -> list[str]:
-    """Install (or with ca_pem None remove) the bundle in the Debian/Ubuntu trust store.
-    Returns the files it now owns, relative to the host root."""
-    directory = opts.host_root / SYSTEM_TRUST_DIR
-    prefix = f"dtrtrust-{spec.name}"
-    owned = sorted(directory.glob(f"{prefix}*.crt")) if directory.is_dir() else []
-    want: dict[str, bytes] = {}
-    if ca_pem is not None:
-        blocks = [b for b in ca_pem.split(b"-----END CERTIFICATE-----") if b.strip()]
-        for i, block in enumerate(blocks):
-            want[f"{prefix}-{i}.crt"] = block.strip() + b"\n-----END CERTIFICATE-----\n"
-    changed = False
-    for path in owned:
-        if path.name not in want:
-            path.unlink()
-            changed = True
-    if want:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o755)
-    for fname, content in want.items():
-        path = directory / fname
-        if path.exists() and path.read_bytes() == content:
-            continue
-        tmp = path.with_name(f".{fname}.tmp")
-        tmp.write_bytes(content)
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-        changed = True
-    if changed and opts.host_root == Path("/"):
-        subprocess.run(["update-ca-certificates"], check=False, capture_output=True)
-    elif changed:
-        log.info(
-            "system trust written under %s; run update-ca-certificates on that host", opts.host_root
-        )
-    return [str(Path(SYSTEM_TRUST_DIR) / f) for f in want]
-
-
-def _status(spec: TrustSpec, out: Outcome, conds: list[Condition]) -> dict[str, Any]:
-    status: dict[str, Any] = {
-        "observedGeneration": spec.generation,
-        "conditions": [c.to_dict() for c in conds],
-    }
-    bundle = out.bundle_status(spec)
-    if bundle:
-        status["bundle"] = bundle
-    synced = conditions.find(conds, conditions.NODES_SYNCED)
-    in_sync = synced is not None and synced.status == conditions.TRUE
-    status["nodes"] = {
-        "desired": 1,
-        "synced": int(in_sync),
-        "summary": f"{int(in_sync)}/1",
-        "outOfSync": [] if in_sync else ["localhost"],
-    }
-    if out.warnings:
-        status["warnings"] = list(out.warnings)
-    return status
+    ), out_of_sync
 
 
 def apply_trust(
@@ -239,16 +191,18 @@ def apply_trust(
     opts: HostOptions,
     *,
     now: dt.datetime,
-    network: Network | None = None,
+    network: Network,
 ) -> TrustResult:
     name = str((manifest.get("metadata") or {}).get("name", "?"))
     state = _load_state(opts, name)
+    previous_status: dict[str, Any] = {
+        k: state[k] for k in ("conditions", "bundle", "nodes") if k in state
+    }
     try:
         spec = parse_trust(manifest)
     except SpecError as exc:
-        cond = conditions.failed(conditions.READY, exc.reason, exc.message)
-        merged = conditions.merge(state.get("conditions"), [cond], generation=0, now=now)
-        return TrustResult(name, {"conditions": [c.to_dict() for c in merged]}, False)
+        status = invalid_spec_status(previous_status, 0, exc.reason, exc.message, now=now)
+        return TrustResult(name, status, False)
 
     previous_pem = state.get("bundlePEM")
     previous = Previous.from_status(
@@ -262,45 +216,36 @@ def apply_trust(
         network=network,
         client_override=opts.client_override,
     )
-    conds = list(out.conditions)
     if out.publish is not None:
+        client = (out.publish[CLIENT_CERT_KEY], out.publish[CLIENT_KEY_KEY]) if out.client else None
         dirs = layout.desired_dirs(
-            spec.addresses,
-            spec.targets,
-            out.publish[CA_KEY],
-            (out.publish["client.cert"], out.publish["client.key"]) if out.client else None,
-            home=opts.home_rel,
+            spec.addresses, spec.targets, out.publish[CA_KEY], client, home=opts.home_rel
         )
         result = writer.sync_trust(opts.host_root, spec.name, dirs)
         for d in result.dirs:
             log.info("%s %s: %s %s", d.target, d.address, d.action, d.message)
-        conds.append(_nodes_condition(result))
+        nodes, counts = _host_nodes(result)
         if opts.system_trust:
-            _system_trust(opts, spec, out.publish[CA_KEY])
+            systemtrust.install(opts.host_root, spec.name, out.publish[CA_KEY])
     else:
-        conds.append(
-            conditions.unknown(
-                conditions.NODES_SYNCED,
-                "KeptPrevious",
-                "Nothing was written: the files from the last successful apply stay in place.",
-            )
+        nodes = conditions.unknown(
+            conditions.NODES_SYNCED,
+            "KeptPrevious",
+            "Nothing was written: the files from the last successful apply stay in place.",
         )
-    conds.append(conditions.ready(conds))
-    merged = conditions.merge(state.get("conditions"), conds, generation=spec.generation, now=now)
-    status = _status(spec, out, merged)
+        counts = None
+    status = trust_status(spec, out, nodes, counts, previous_status, now=now)
 
     new_state: dict[str, Any] = dict(state)
-    new_state["conditions"] = status["conditions"]
+    new_state.update({k: status[k] for k in ("conditions", "bundle", "nodes") if k in status})
     if out.publish is not None:
-        new_state["bundle"] = status.get("bundle", {})
         new_state["bundlePEM"] = out.publish[CA_KEY].decode()
     _save_state(opts, spec.name, new_state)
-    ready = conditions.find(merged, conditions.READY)
-    return TrustResult(spec.name, status, ready is not None and ready.status == conditions.TRUE)
+    return TrustResult(spec.name, status, is_ready(status))
 
 
 def apply_all(
-    manifests: Manifests, opts: HostOptions, *, now: dt.datetime, network: Network | None = None
+    manifests: Manifests, opts: HostOptions, *, now: dt.datetime, network: Network
 ) -> list[TrustResult]:
     return [
         apply_trust(m, manifests.sources, opts, now=now, network=network) for m in manifests.trusts
@@ -317,11 +262,7 @@ def delete_all(manifests: Manifests, opts: HostOptions) -> list[str]:
         result = writer.remove_trust(opts.host_root, name)
         removed.extend(result.removed)
         if opts.system_trust:
-            try:
-                spec = parse_trust(m)
-            except SpecError:
-                continue
-            _system_trust(opts, spec, None)
+            systemtrust.remove(opts.host_root, name)
         _state_path(opts, name).unlink(missing_ok=True)
     return removed
 

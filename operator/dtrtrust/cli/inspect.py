@@ -23,8 +23,21 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from dtrtrust import fetch
-from dtrtrust.certs import CertError, CertSummary, describe, parse_certificates
+from dtrtrust.core.addresses import split_address
+from dtrtrust.core.bundle import CertSummary, describe
+from dtrtrust.core.chain import (
+    build_chain,
+    certificate_names,
+    hostname_matches,
+    hostname_mismatch_message,
+)
+from dtrtrust.core.errors import CertError
+from dtrtrust.core.fingerprints import pin_line
+from dtrtrust.core.network import CLIENT_CERT_AUTHN, FetchError, VerifyError, default_ca_url
+from dtrtrust.core.pem import parse_certificates
+from dtrtrust.net.fetch import fetch_ca
+from dtrtrust.net.transport import network_cause
+from dtrtrust.net.verify import peek_chain, probe_basic_info, verify_registry
 
 
 @dataclass(frozen=True)
@@ -36,7 +49,7 @@ class CertInfo:
 
     @classmethod
     def of(cls, cert: x509.Certificate) -> CertInfo:
-        return cls(summary=describe(cert), names=tuple(fetch.certificate_names(cert)))
+        return cls(summary=describe(cert), names=tuple(certificate_names(cert)))
 
 
 @dataclass(frozen=True)
@@ -77,11 +90,11 @@ def _target(url_or_address: str) -> tuple[str, str]:
     text = url_or_address.strip()
     if "://" not in text:
         registry = text.rstrip("/")
-        return registry, fetch.default_ca_url(registry)
+        return registry, default_ca_url(registry)
     parts = urlsplit(text)
     registry = parts.netloc.rsplit("@", 1)[-1]
     if parts.path in ("", "/"):
-        return registry, fetch.default_ca_url(registry)
+        return registry, default_ca_url(registry)
     return registry, text
 
 
@@ -91,7 +104,7 @@ def inspect_registry(
     now = dt.datetime.now(dt.UTC)
     registry, ca_url = _target(url_or_address)
     try:
-        host, _ = fetch.split_address(registry)
+        host, _ = split_address(registry)
     except ValueError as err:
         bad = Check(None, f"not a registry address: {err}")
         return InspectReport(
@@ -103,18 +116,18 @@ def inspect_registry(
     ca_certs: list[x509.Certificate] = []
     ca_error: str | None = None
     try:
-        fetched = fetch.fetch_ca(ca_url, pins=(), insecure_skip_pinning=True, timeout=timeout)
+        fetched = fetch_ca(ca_url, pins=(), insecure_skip_pinning=True, timeout=timeout)
         ca_pem = fetched.pem
         ca_certs = parse_certificates(fetched.pem, source=ca_url)
-    except (fetch.FetchError, CertError) as err:
+    except (FetchError, CertError) as err:
         ca_error = err.message
 
     served: list[x509.Certificate] = []
     connect_error: str | None = None
     try:
-        served = fetch.peek_chain(registry, timeout=timeout)
+        served = peek_chain(registry, timeout=timeout)
     except (OSError, http.client.HTTPException) as err:
-        connect_error = f"cannot connect to {registry}: {fetch.network_cause(err, host, timeout)}"
+        connect_error = f"cannot connect to {registry}: {network_cause(err, host, timeout)}"
 
     hostname = _hostname_check(served, host)
     chain = _chain_check(served, ca_certs, ca_error)
@@ -135,7 +148,7 @@ def inspect_registry(
         chain=chain,
         verdict=verdict,
         probes=probes,
-        pin_line=fetch.pin_line(pin_fps) if pin_fps else None,
+        pin_line=pin_line(pin_fps) if pin_fps else None,
         checked_at=now,
     )
 
@@ -144,22 +157,10 @@ def _hostname_check(served: list[x509.Certificate], host: str) -> Check:
     if not served:
         return Check(None, "no certificate to check")
     leaf = served[0]
-    names = fetch.certificate_names(leaf)
-    if any(name_matches(pattern, host) for pattern in names):
+    names = certificate_names(leaf)
+    if hostname_matches(host, names):
         return Check(True, f"the certificate is valid for {host} (valid for {', '.join(names)})")
-    return Check(False, fetch.hostname_mismatch_message(leaf, host))
-
-
-def name_matches(pattern: str, host: str) -> bool:
-    """RFC 6125 matching as Go does it: exact (case-insensitive) or one left-most
-    ``*`` label; IP addresses only exactly."""
-    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
-    if pattern == host:
-        return True
-    if not pattern.startswith("*.") or fetch.is_ip_literal(host):
-        return False
-    label, _, rest = host.partition(".")
-    return bool(label) and rest == pattern[2:]
+    return Check(False, hostname_mismatch_message(leaf, host))
 
 
 def _chain_check(
@@ -170,32 +171,26 @@ def _chain_check(
     if ca_error is not None or not ca_certs:
         return Check(None, "no /ca certificates to check the chain against")
     anchors = {c.public_bytes(serialization.Encoding.DER) for c in ca_certs}
-    pool = served[1:] + ca_certs
-    current = served[0]
-    path = [current]
-    for _ in range(10):
-        if current.public_bytes(serialization.Encoding.DER) in anchors:
-            break
-        issuer = next(
-            (c for c in pool if c not in path and fetch.issued_by(current, c)),
-            None,
-        )
-        if issuer is None:
-            missing = current.issuer.rfc4514_string()
-            if len(path) == 1 and len(served) == 1:
-                return Check(
-                    False,
-                    f"the server sends only its own certificate and /ca does not contain its "
-                    f"issuer {missing}: this intermediate is missing; add it to the trust's "
-                    "ca.pem (or have the registry send it)",
-                )
+
+    def anchored(cert: x509.Certificate) -> bool:
+        return cert.public_bytes(serialization.Encoding.DER) in anchors
+
+    path = build_chain(served[0], served[1:] + ca_certs, stop=anchored)
+    current = path[-1]
+    if not anchored(current):
+        missing = current.issuer.rfc4514_string()
+        if len(path) == 1 and len(served) == 1:
             return Check(
                 False,
-                f"the chain stops at {current.subject.rfc4514_string()}: its issuer {missing} "
-                "is neither sent by the server nor in /ca; add it to ca.pem",
+                f"the server sends only its own certificate and /ca does not contain its "
+                f"issuer {missing}: this intermediate is missing; add it to the trust's "
+                "ca.pem (or have the registry send it)",
             )
-        path.append(issuer)
-        current = issuer
+        return Check(
+            False,
+            f"the chain stops at {current.subject.rfc4514_string()}: its issuer {missing} "
+            "is neither sent by the server nor in /ca; add it to ca.pem",
+        )
     names = " -> ".join(c.subject.rfc4514_string() for c in path)
     return Check(True, f"the chain validates against /ca alone: {names}")
 
@@ -206,10 +201,8 @@ def _verdict(
     if ca_pem is None or not served:
         return Check(None, "not checked (no /ca or no connection)")
     try:
-        result = fetch.verify_registry(
-            registry, ca_pem, None, probe_client_auth=False, timeout=timeout
-        )
-    except fetch.VerifyError as err:
+        result = verify_registry(registry, ca_pem, None, probe_client_auth=False, timeout=timeout)
+    except VerifyError as err:
         return Check(False, f"{err.reason}: {err.message}")
     return Check(True, f"verified: {' -> '.join(result.chain)}")
 
@@ -218,10 +211,10 @@ def _probes(registry: str, client: tuple[bytes, bytes] | None, timeout: float) -
     probes = []
     for pair in (None, client) if client is not None else (None,):
         try:
-            info = fetch.probe_basic_info(registry, client=pair, timeout=timeout)
+            info = probe_basic_info(registry, client=pair, timeout=timeout)
             error = None if info.status == 200 else f"HTTP {info.status}"
             probes.append(Probe(pair is not None, info.authn_method, error))
-        except (fetch.VerifyError, ssl.SSLError) as err:
+        except (VerifyError, ssl.SSLError) as err:
             probes.append(Probe(pair is not None, None, getattr(err, "message", str(err))))
     return tuple(probes)
 
@@ -232,7 +225,7 @@ def healthy(report: InspectReport) -> bool:
     if report.verdict.ok is not True:
         return False
     with_client = [p for p in report.probes if p.with_client]
-    return all(p.authn_method == fetch.CLIENT_CERT_AUTHN for p in with_client)
+    return all(p.authn_method == CLIENT_CERT_AUTHN for p in with_client)
 
 
 # --- rendering ---------------------------------------------------------------------------
@@ -293,7 +286,7 @@ def render(report: InspectReport) -> str:
         if probe.error:
             ok, text = (False if probe.with_client else None), f"{probe.error}"
         else:
-            ok = (method == fetch.CLIENT_CERT_AUTHN) if probe.with_client else None
+            ok = (method == CLIENT_CERT_AUTHN) if probe.with_client else None
             text = f"AuthnMethod {method}"
         out.append(f"  {_MARK[ok]}  /basic_info {label}: {text}")
     if not any(p.with_client for p in report.probes) and report.probes:

@@ -12,12 +12,35 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-CA_AVAILABLE = "CAAvailable"
-BUNDLE_VALID = "BundleValid"
-CLIENT_CERTIFICATE_VALID = "ClientCertificateValid"
-REGISTRY_VERIFIED = "RegistryVerified"
-NODES_SYNCED = "NodesSynced"
-READY = "Ready"
+from dtrtrust.contract import (
+    BUNDLE_VALID,
+    CA_AVAILABLE,
+    CLIENT_CERTIFICATE_VALID,
+    NODES_SYNCED,
+    READY,
+    REGISTRY_VERIFIED,
+)
+from dtrtrust.core.times import rfc3339
+
+__all__ = [
+    "BUNDLE_VALID",
+    "CA_AVAILABLE",
+    "CLIENT_CERTIFICATE_VALID",
+    "FALSE",
+    "NODES_SYNCED",
+    "ORDER",
+    "READY",
+    "REGISTRY_VERIFIED",
+    "TRUE",
+    "UNKNOWN",
+    "Condition",
+    "failed",
+    "find",
+    "merge",
+    "ok",
+    "ready",
+    "unknown",
+]
 
 # Order in status and in the choice of Ready's reason: the first failing one wins.
 ORDER = (
@@ -30,10 +53,6 @@ ORDER = (
 )
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
-
-
-def rfc3339(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ the client pair, verify the registry, and decide what to publish. The front ends
 differ in where sources come from (:class:`Sources`), where the result goes (files or
 a Secret) and how node sync is measured.
 
-Nothing here imports a Kubernetes client. Network access goes through
-:class:`Network` so the operator can run it in a thread and tests can point it at
-real local TLS servers.
+Nothing here does I/O or imports a Kubernetes client. The network is a required
+argument (:class:`dtrtrust.core.network.Network`): the front ends pass the live one
+(:mod:`dtrtrust.net.live`), the operator a cached one run in a thread, tests their own
+or the live one pointed at real local TLS servers.
 """
 
 from __future__ import annotations
@@ -21,18 +22,26 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from dtrtrust import certs, conditions, fetch
-from dtrtrust.conditions import Condition
-from dtrtrust.spec import TrustSpec
-
-SECRET_PREFIX = "dtrtrust-"  # noqa: S105 - a name prefix, not a password
-CA_KEY = "ca.crt"
-CERT_KEY = "client.cert"
-KEY_KEY = "client.key"
-
-
-def secret_name(trust: str) -> str:
-    return f"{SECRET_PREFIX}{trust}"
+from dtrtrust.contract import (
+    CA_KEY,
+    CLIENT_CERT_KEY,
+    CLIENT_KEY_KEY,
+    TLS_CERT_KEY,
+    TLS_KEY_KEY,
+    secret_name,
+)
+from dtrtrust.core import conditions
+from dtrtrust.core.addresses import split_address
+from dtrtrust.core.bundle import Bundle, compose_bundle
+from dtrtrust.core.chain import hostname_matches
+from dtrtrust.core.client import ClientPair, validate_client_pair
+from dtrtrust.core.conditions import Condition
+from dtrtrust.core.errors import CertError
+from dtrtrust.core.fingerprints import content_hash, fingerprint_der
+from dtrtrust.core.network import FetchError, Network, VerifyError, VerifyResult
+from dtrtrust.core.pem import parse_certificates
+from dtrtrust.core.spec import TrustSpec
+from dtrtrust.core.times import parse_rfc3339, rfc3339
 
 
 class Sources(Protocol):
@@ -42,47 +51,6 @@ class Sources(Protocol):
     def secret(self, name: str) -> Mapping[str, bytes] | None: ...
 
     def config_map(self, name: str) -> Mapping[str, str] | None: ...
-
-
-class Network(Protocol):
-    def fetch_ca(
-        self, url: str, *, pins: tuple[str, ...], insecure_skip_pinning: bool
-    ) -> fetch.FetchedCA: ...
-
-    def verify_registry(
-        self,
-        registry: str,
-        ca_pem: bytes,
-        client: tuple[bytes, bytes] | None,
-        *,
-        probe_client_auth: bool,
-    ) -> fetch.VerifyResult: ...
-
-
-@dataclass(frozen=True)
-class LiveNetwork:
-    """The real network, with the timeouts the front end configured."""
-
-    timeout: float = 10.0
-
-    def fetch_ca(
-        self, url: str, *, pins: tuple[str, ...], insecure_skip_pinning: bool
-    ) -> fetch.FetchedCA:
-        return fetch.fetch_ca(
-            url, pins=pins, insecure_skip_pinning=insecure_skip_pinning, timeout=self.timeout
-        )
-
-    def verify_registry(
-        self,
-        registry: str,
-        ca_pem: bytes,
-        client: tuple[bytes, bytes] | None,
-        *,
-        probe_client_auth: bool,
-    ) -> fetch.VerifyResult:
-        return fetch.verify_registry(
-            registry, ca_pem, client, probe_client_auth=probe_client_auth, timeout=self.timeout
-        )
 
 
 @dataclass(frozen=True)
@@ -95,8 +63,8 @@ class RetiredCA:
     def to_status(self, overlap: dt.timedelta) -> dict[str, str]:
         return {
             "sha256": self.sha256,
-            "retiredAt": conditions.rfc3339(self.retired_at),
-            "removeAfter": conditions.rfc3339(self.retired_at + overlap),
+            "retiredAt": rfc3339(self.retired_at),
+            "removeAfter": rfc3339(self.retired_at + overlap),
         }
 
 
@@ -117,7 +85,7 @@ class Previous:
         retired = []
         for item in status.get("previousCAs") or []:
             try:
-                when = dt.datetime.fromisoformat(str(item["retiredAt"]).replace("Z", "+00:00"))
+                when = parse_rfc3339(str(item["retiredAt"]))
                 retired.append(RetiredCA(str(item["sha256"]), when))
             except (KeyError, ValueError):
                 continue
@@ -135,8 +103,8 @@ class Outcome:
         None  # Secret data / files to publish; None keeps the last good
     )
     content_hash: str | None = None
-    bundle: certs.Bundle | None = None
-    client: certs.ClientPair | None = None
+    bundle: Bundle | None = None
+    client: ClientPair | None = None
     fetched: tuple[str, ...] = ()
     retired: tuple[RetiredCA, ...] = ()
     pinned: bool = True
@@ -160,7 +128,7 @@ class Outcome:
             "sha256": self.content_hash,
             "caSHA256": self.bundle.sha256,
             "secretName": secret_name(spec.name),
-            "notAfter": conditions.rfc3339(not_after),
+            "notAfter": rfc3339(not_after),
             "certificates": [c.to_status() for c in self.bundle.certificates],
             "fetchedSHA256": list(self.fetched),
             "previousCAs": [r.to_status(overlap) for r in self.retired],
@@ -191,7 +159,7 @@ def _resolve_sources(
                 pins=ca.fetch.pins,
                 insecure_skip_pinning=ca.fetch.insecure_skip_pinning,
             )
-        except (fetch.FetchError, certs.CertError) as exc:
+        except (FetchError, CertError) as exc:
             out.fetch_seconds = time.monotonic() - started
             out.temporary = getattr(exc, "reason", "") == "FetchFailed"
             out.conditions.append(
@@ -285,12 +253,11 @@ def _certs_by_sha(bundle_pem: bytes | None) -> dict[str, bytes]:
     if not bundle_pem:
         return {}
     try:
-        parsed = certs.parse_certificates(bundle_pem, source="the previous bundle")
-    except certs.CertError:
+        parsed = parse_certificates(bundle_pem, source="the previous bundle")
+    except CertError:
         return {}
     return {
-        certs.fingerprint_der(c.public_bytes(Encoding.DER)): c.public_bytes(Encoding.PEM)
-        for c in parsed
+        fingerprint_der(c.public_bytes(Encoding.DER)): c.public_bytes(Encoding.PEM) for c in parsed
     }
 
 
@@ -307,7 +274,7 @@ def _client(
     elif spec.client_secret is not None:
         data = sources.secret(spec.client_secret)
         where = f"Secret {spec.client_secret}"
-        if data is None or "tls.crt" not in data or "tls.key" not in data:
+        if data is None or TLS_CERT_KEY not in data or TLS_KEY_KEY not in data:
             out.temporary = True
             out.conditions.append(
                 conditions.failed(
@@ -323,12 +290,12 @@ def _client(
                 )
             )
             return False
-        pair = (data["tls.crt"], data["tls.key"])
+        pair = (data[TLS_CERT_KEY], data[TLS_KEY_KEY])
     else:
         return True
     try:
-        out.client = certs.validate_client_pair(pair[0], pair[1], now=now)
-    except certs.CertError as exc:
+        out.client = validate_client_pair(pair[0], pair[1], now=now)
+    except CertError as exc:
         out.conditions.append(
             conditions.failed(
                 conditions.CLIENT_CERTIFICATE_VALID, exc.reason, f"{where}: {exc.message}"
@@ -341,7 +308,7 @@ def _client(
             conditions.CLIENT_CERTIFICATE_VALID,
             "Valid",
             f"{where}: {out.client.summary.subject}, valid until "
-            f"{conditions.rfc3339(out.client.summary.not_after)}.",
+            f"{rfc3339(out.client.summary.not_after)}.",
         )
     )
     return True
@@ -352,15 +319,14 @@ def reconcile(
     *,
     sources: Sources,
     now: dt.datetime,
+    network: Network,
     previous: Previous | None = None,
-    network: Network | None = None,
     client_override: tuple[bytes, bytes] | None = None,
 ) -> Outcome:
     """Decide the trust material for ``spec``. Never raises for bad input: every
     problem is a condition. ``publish`` is set only when every check passed; otherwise
     the caller keeps what it published last."""
     previous = previous or Previous()
-    network = network or LiveNetwork()
     out = Outcome(conditions=[])
 
     inputs = _resolve_sources(spec, sources, network, previous, now, out)
@@ -373,8 +339,8 @@ def reconcile(
         )
     else:
         try:
-            out.bundle = certs.compose_bundle(inputs, now=now)
-        except certs.CertError as exc:
+            out.bundle = compose_bundle(inputs, now=now)
+        except CertError as exc:
             out.conditions.append(
                 conditions.failed(conditions.BUNDLE_VALID, exc.reason, exc.message)
             )
@@ -386,7 +352,7 @@ def reconcile(
                     conditions.BUNDLE_VALID,
                     "Valid",
                     f"{len(out.bundle.certificates)} CA certificate(s), earliest expiry "
-                    f"{conditions.rfc3339(out.bundle.not_after)}.",
+                    f"{rfc3339(out.bundle.not_after)}.",
                 )
             )
 
@@ -417,7 +383,7 @@ def reconcile(
             result = network.verify_registry(
                 spec.registry, out.bundle.pem, pair, probe_client_auth=probe
             )
-        except fetch.VerifyError as exc:
+        except VerifyError as exc:
             out.temporary = exc.reason == "Unreachable"
             out.conditions.append(
                 conditions.failed(conditions.REGISTRY_VERIFIED, exc.reason, exc.message)
@@ -447,14 +413,14 @@ def reconcile(
 
     data = {CA_KEY: out.bundle.pem}
     if out.client is not None:
-        data[CERT_KEY] = out.client.cert_pem
-        data[KEY_KEY] = out.client.key_pem
+        data[CLIENT_CERT_KEY] = out.client.cert_pem
+        data[CLIENT_KEY_KEY] = out.client.key_pem
     out.publish = data
-    out.content_hash = certs.content_hash(data)
+    out.content_hash = content_hash(data)
     return out
 
 
-def _aliases_not_covered(spec: TrustSpec, result: fetch.VerifyResult) -> list[str]:
+def _aliases_not_covered(spec: TrustSpec, result: VerifyResult) -> list[str]:
     """Aliases the registry's certificate is not valid for. Only the registry address is
     dialled (an alias, often an internal IP, may be unreachable from the operator), but
     the certificate must name each alias for a node's pull through it to work."""
@@ -463,7 +429,7 @@ def _aliases_not_covered(spec: TrustSpec, result: fetch.VerifyResult) -> list[st
     return [
         alias
         for alias in spec.aliases
-        if not certs.hostname_matches(fetch.split_address(alias)[0], result.names)
+        if not hostname_matches(split_address(alias)[0], result.names)
     ]
 
 

@@ -14,12 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dtrtrust.certs import CertError, parse_fingerprint
-from dtrtrust.layout import TARGETS, validate_address
-
-API_GROUP = "dtrtrust.io"
-API_VERSION = "dtrtrust.io/v1alpha1"
-KIND = "DTRTrust"
+from dtrtrust.contract import (
+    API_VERSION,
+    DEFAULT_SOURCE_KEY,
+    DEFAULT_TARGETS,
+    DELETION_POLICIES,
+    KIND,
+    SECRET_PREFIX,
+    TARGETS,
+)
+from dtrtrust.core.addresses import validate_address
+from dtrtrust.core.errors import CertError
+from dtrtrust.core.fingerprints import parse_fingerprint
 
 DEFAULT_REFRESH = dt.timedelta(hours=1)
 MIN_REFRESH = dt.timedelta(minutes=1)
@@ -72,7 +78,7 @@ class TrustSpec:
     aliases: tuple[str, ...] = ()
     ca: CASpec = field(default_factory=CASpec)
     client_secret: str | None = None
-    targets: tuple[str, ...] = ("docker",)
+    targets: tuple[str, ...] = DEFAULT_TARGETS
     node_selector: Mapping[str, str] = field(default_factory=dict)
     verify_tls: bool = True
     verify_client_auth: bool = True
@@ -146,7 +152,7 @@ def _refs(value: Any, path: str) -> tuple[Ref, ...]:
     for i, item in enumerate(_list(value, path)):
         item = _mapping(item, f"{path}[{i}]")
         name = _str(item.get("name"), f"{path}[{i}].name", required=True)
-        key = _str(item.get("key"), f"{path}[{i}].key") or "ca.crt"
+        key = _str(item.get("key"), f"{path}[{i}].key") or DEFAULT_SOURCE_KEY
         assert name is not None
         if not _NAME_RE.match(name):
             raise SpecError(f"{path}[{i}].name", f"{name!r} is not a valid object name")
@@ -199,7 +205,7 @@ def parse_trust(manifest: Mapping[str, Any]) -> TrustSpec:
     meta = _mapping(manifest.get("metadata"), "metadata")
     name = _str(meta.get("name"), "metadata.name", required=True)
     assert name is not None
-    if not _NAME_RE.match(name) or len(name) > 253 - len("dtrtrust-"):
+    if not _NAME_RE.match(name) or len(name) > 253 - len(SECRET_PREFIX):
         raise SpecError("metadata.name", f"{name!r} is not a valid object name")
     generation = meta.get("generation") or 0
     return parse_spec(name, _mapping(manifest.get("spec"), "spec"), generation=int(generation))
@@ -238,7 +244,7 @@ def parse_spec(name: str, spec: Mapping[str, Any], *, generation: int = 0) -> Tr
             ref.get("name"), "spec.clientCertificate.secretRef.name", required=True
         )
 
-    targets_raw = _list(spec.get("targets"), "spec.targets") or ["docker"]
+    targets_raw = _list(spec.get("targets"), "spec.targets") or list(DEFAULT_TARGETS)
     for i, t in enumerate(targets_raw):
         if t not in TARGETS:
             raise SpecError(f"spec.targets[{i}]", f"{t!r} is not one of {', '.join(TARGETS)}")
@@ -251,7 +257,7 @@ def parse_spec(name: str, spec: Mapping[str, Any], *, generation: int = 0) -> Tr
 
     verify = _mapping(spec.get("verify"), "spec.verify")
     policy = spec.get("deletionPolicy") or "Delete"
-    if policy not in ("Delete", "Retain"):
+    if policy not in DELETION_POLICIES:
         raise SpecError("spec.deletionPolicy", f"{policy!r} must be Delete or Retain")
 
     return TrustSpec(

@@ -2,7 +2,7 @@
 
 Thin and synchronous (the ``kubernetes`` client); the operator calls it through
 ``asyncio.to_thread`` so the event loop never blocks. Everything here is I/O: what
-to write is decided in :mod:`dtrtrust.reconcile` and :mod:`dtrtrust.objects`.
+to write is decided in :mod:`dtrtrust.core` and :mod:`dtrtrust.operator.objects`.
 API errors are never swallowed: a 404 that means "absent" becomes None, anything
 else raises :class:`ApiUnavailable` (the caller turns it into a retry).
 """
@@ -21,19 +21,30 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from dtrtrust.objects import ExistingSecret
-from dtrtrust.spec import API_GROUP
+from dtrtrust.contract import (
+    API_GROUP,
+    API_VERSION,
+    EVENTS_NAMESPACE,
+    KIND,
+    NODE_REPORT_PLURAL,
+    PLURAL,
+    VERSION,
+)
 
 log = logging.getLogger("dtrtrust.kube")
 
-VERSION = "v1alpha1"
-# Events about cluster-scoped objects must be in "default" (core/v1 Event validation).
-EVENTS_NAMESPACE = "default"
-PLURAL = "dtrtrusts"
-NODE_REPORT_PLURAL = "dtrtrustnodes"
-
 # node -> trust -> (content hash, state, message), from the agents' DTRTrustNode reports.
 NodeReports = dict[str, dict[str, tuple[str, str, str]]]
+
+
+@dataclass(frozen=True)
+class ExistingSecret:
+    """A bundle Secret as the API server has it."""
+
+    data: Mapping[str, bytes]
+    annotations: Mapping[str, str]
+    labels: Mapping[str, str]
+    owner_uids: tuple[str, ...]
 
 
 class ApiUnavailable(Exception):
@@ -212,34 +223,29 @@ class Kube:
     # --- the agent DaemonSet ----------------------------------------------------------
 
     @_transport_errors
-    def apply_daemonset(self, body: Mapping[str, Any]) -> str:
-        """Create the DaemonSet, or replace it when :func:`daemonset.needs_update` says
-        it drifted. Returns what was done: "created", "replaced (<why>)" or "unchanged"."""
-        from dtrtrust import daemonset
+    def read_daemonset(self, name: str) -> dict[str, Any] | None:
+        """The live DaemonSet as a plain dict (camelCase, as kubectl shows it), or None."""
+        try:
+            live = client.AppsV1Api(self.api).read_namespaced_daemon_set(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _api_error(exc, f"reading DaemonSet {self.namespace}/{name}") from None
+        return dict(self.api.sanitize_for_serialization(live))
 
+    @_transport_errors
+    def write_daemonset(self, body: Mapping[str, Any], *, exists: bool) -> None:
+        """Create the DaemonSet, or replace it (``body`` carries the live resourceVersion,
+        so a concurrent edit makes the replace fail instead of being overwritten)."""
         apps = client.AppsV1Api(self.api)
         name = body["metadata"]["name"]
-        what = f"DaemonSet {self.namespace}/{name}"
         try:
-            live = apps.read_namespaced_daemon_set(name, self.namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise _api_error(exc, f"reading {what}") from None
-            live = None
-        try:
-            if live is None:
+            if exists:
+                apps.replace_namespaced_daemon_set(name, self.namespace, dict(body))
+            else:
                 apps.create_namespaced_daemon_set(self.namespace, dict(body))
-                return "created"
-            live_dict = self.api.sanitize_for_serialization(live)
-            why = daemonset.needs_update(body, live_dict)
-            if why is None:
-                return "unchanged"
-            apps.replace_namespaced_daemon_set(
-                name, self.namespace, daemonset.for_replace(body, live_dict)
-            )
-            return f"replaced ({why})"
         except ApiException as exc:
-            raise _api_error(exc, f"writing {what}") from None
+            raise _api_error(exc, f"writing DaemonSet {self.namespace}/{name}") from None
 
     # --- events ---------------------------------------------------------------------
 
@@ -254,8 +260,8 @@ class Kube:
         event = client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name', 'dtrtrust')}."),
             involved_object=client.V1ObjectReference(
-                api_version=f"{API_GROUP}/{VERSION}",
-                kind="DTRTrust",
+                api_version=API_VERSION,
+                kind=KIND,
                 name=meta.get("name"),
                 uid=meta.get("uid"),
             ),

@@ -22,11 +22,10 @@ from typing import Any
 import pykube
 import requests
 
+from dtrtrust.contract import API_VERSION, NODE_REPORT_PLURAL
+
 log = logging.getLogger("dtrtrust.kube.node")
 
-REPORT_GROUP_VERSION = "dtrtrust.io/v1alpha1"
-REPORT_KIND = "DTRTrustNode"
-REPORT_PLURAL = "dtrtrustnodes"
 
 # Seconds the API server keeps a watch open before it ends it (we then resume from the
 # last resourceVersion); the client read timeout is a little longer so a silently
@@ -209,9 +208,9 @@ class NodeApi:
         resp = self._call(
             "get",
             what,
-            version=REPORT_GROUP_VERSION,
+            version=API_VERSION,
             namespace=self.namespace,
-            url=f"{REPORT_PLURAL}/{self.node_name}",
+            url=f"{NODE_REPORT_PLURAL}/{self.node_name}",
         )
         if resp.status_code == 404:
             return None
@@ -222,9 +221,9 @@ class NodeApi:
         resp = self._call(
             "post",
             what,
-            version=REPORT_GROUP_VERSION,
+            version=API_VERSION,
             namespace=self.namespace,
-            url=REPORT_PLURAL,
+            url=NODE_REPORT_PLURAL,
             data=json.dumps(body),
             headers={"Content-Type": "application/json"},
         )
@@ -236,9 +235,9 @@ class NodeApi:
         resp = self._call(
             "put",
             what,
-            version=REPORT_GROUP_VERSION,
+            version=API_VERSION,
             namespace=self.namespace,
-            url=f"{REPORT_PLURAL}/{self.node_name}",
+            url=f"{NODE_REPORT_PLURAL}/{self.node_name}",
             data=json.dumps(body),
             headers={"Content-Type": "application/json"},
         )

@@ -62,17 +62,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from dtrtrust.layout import (
-    CA_FILE,
-    CLIENT_CERT_FILE,
-    CLIENT_KEY_FILE,
-    DIR_MODE,
-    FILE_NAMES,
-    HOSTS_TOML_FILE,
-    DesiredDir,
-    DesiredFile,
-    validate_address,
-)
+from dtrtrust.contract import CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, HOSTS_TOML_FILE
+from dtrtrust.core.addresses import validate_address
+from dtrtrust.core.layout import DIR_MODE, FILE_NAMES, DesiredDir, DesiredFile
 
 log = logging.getLogger("dtrtrust.writer")
 

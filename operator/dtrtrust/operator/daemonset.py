@@ -2,7 +2,7 @@
 
 The operator keeps exactly one DaemonSet (``dtrtrust-agent``) in its namespace,
 whatever the number of DTRTrusts. :func:`build` fills the template shipped in
-``dtrtrust/templates/daemonset.yaml`` with the image and namespace and stamps a hash
+``dtrtrust/operator/templates/daemonset.yaml`` with the image and namespace and stamps a hash
 of the result into an annotation; :func:`needs_update` tells whether a live object
 differs from it: either the hash (what we want changed) or any field we set (someone
 edited the live object). Fields the API server defaults are not compared.
@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-NAME = "dtrtrust-agent"
-SPEC_HASH_ANNOTATION = "dtrtrust.io/spec-hash"
+from dtrtrust.contract import DEFAULT_NAMESPACE, SPEC_HASH_ANNOTATION
+
 DEFAULT_IMAGE = "ghcr.io/dtrtrust/dtrtrust:0.1.0"
 IMAGE_ENV = "DTRTRUST_AGENT_IMAGE"
 
@@ -31,7 +31,7 @@ IMAGE_ENV = "DTRTRUST_AGENT_IMAGE"
 class Settings:
     """What varies per installation."""
 
-    namespace: str = "dtrtrust-system"
+    namespace: str = DEFAULT_NAMESPACE
     # The agent image (same image as the operator, another entry point).
     image: str = DEFAULT_IMAGE
 
@@ -42,7 +42,11 @@ class Settings:
 
 
 def template() -> dict[str, Any]:
-    text = resources.files("dtrtrust").joinpath("templates/daemonset.yaml").read_text()
+    text = (
+        resources.files(__package__ or "dtrtrust.operator")
+        .joinpath("templates/daemonset.yaml")
+        .read_text()
+    )
     doc = yaml.safe_load(text)
     if not isinstance(doc, dict):
         raise ValueError("templates/daemonset.yaml does not hold one object")

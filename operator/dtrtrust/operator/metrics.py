@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from dtrtrust.reconcile import Outcome
+from dtrtrust.core.reconcile import Outcome
+from dtrtrust.core.times import parse_rfc3339
 
 CERT_EXPIRY = Gauge(
     "dtrtrust_certificate_expiry_timestamp_seconds",
@@ -38,7 +38,7 @@ def serve(port: int) -> None:
 
 
 def _timestamp(text: str) -> float:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return parse_rfc3339(text).timestamp()
 
 
 def observe_trust(name: str, status: Mapping[str, Any], outcome: Outcome) -> None:

@@ -1,0 +1,213 @@
+"""What the agent decides, as pure functions: which trusts to sync, remove or keep.
+
+A bundle Secret (``dtrtrust-<trust>``) carries everything an agent needs in its labels,
+annotations and data (see :mod:`dtrtrust.contract`); :func:`parse_bundle` reads it,
+:func:`selects` matches a trust's nodeSelector against the node's labels, :func:`decide`
+turns the view into actions, :func:`sync_state` turns the writer's result into the
+node's report entry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dtrtrust.agent.report import TrustReport
+from dtrtrust.contract import (
+    ADDRESSES_ANNOTATION,
+    CA_KEY,
+    CLIENT_CERT_KEY,
+    CLIENT_KEY_KEY,
+    CONFLICT,
+    DEFAULT_NODE_SELECTOR,
+    DEFAULT_TARGETS,
+    DELETION_POLICIES,
+    ERROR,
+    HASH_ANNOTATION,
+    NOT_EFFECTIVE,
+    POLICY_ANNOTATION,
+    SELECTOR_ANNOTATION,
+    SYNCED,
+    TARGETS,
+    TARGETS_ANNOTATION,
+    TRUST_LABEL,
+)
+from dtrtrust.core import layout
+from dtrtrust.core.addresses import validate_address
+from dtrtrust.node import writer
+
+
+class BundleError(ValueError):
+    """A bundle Secret the agent cannot use; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What a bundle Secret asks of the nodes."""
+
+    trust: str
+    content_hash: str
+    addresses: tuple[str, ...]
+    targets: tuple[str, ...]
+    selector: Mapping[str, str]
+    policy: str
+    ca: bytes
+    client: tuple[bytes, bytes] | None
+
+    def dirs(self) -> list[layout.DesiredDir]:
+        return layout.desired_dirs(self.addresses, self.targets, self.ca, self.client)
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (value or "").split(",") if p.strip())
+
+
+def trust_of(secret: Mapping[str, Any]) -> str | None:
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    name = labels.get(TRUST_LABEL)
+    return str(name) if name else None
+
+
+def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
+    """A Bundle from the Secret's labels, annotations and data. Raises BundleError
+    (never with key material in the message)."""
+    meta = secret.get("metadata") or {}
+    where = f"Secret {meta.get('name')}"
+    trust = trust_of(secret)
+    if not trust:
+        raise BundleError(f"{where} has no {TRUST_LABEL} label")
+    notes = meta.get("annotations") or {}
+    content_hash = str(notes.get(HASH_ANNOTATION) or "")
+    if not content_hash:
+        raise BundleError(f"{where} has no {HASH_ANNOTATION} annotation")
+    addresses = _split(notes.get(ADDRESSES_ANNOTATION))
+    if not addresses:
+        raise BundleError(f"{where} names no registry in {ADDRESSES_ANNOTATION}")
+    for address in addresses:
+        try:
+            validate_address(address)
+        except ValueError as exc:
+            raise BundleError(f"{where}: {exc}") from None
+    targets = _split(notes.get(TARGETS_ANNOTATION)) or DEFAULT_TARGETS
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise BundleError(
+            f"{where}: unknown target {unknown[0]!r} in {TARGETS_ANNOTATION}; "
+            "this agent may be older than the operator"
+        )
+    try:
+        selector = json.loads(notes.get(SELECTOR_ANNOTATION) or "{}")
+    except ValueError:
+        raise BundleError(f"{where}: {SELECTOR_ANNOTATION} is not JSON") from None
+    if not isinstance(selector, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in selector.items()
+    ):
+        raise BundleError(f"{where}: {SELECTOR_ANNOTATION} must map label names to values")
+    policy = str(notes.get(POLICY_ANNOTATION) or "Delete")
+    if policy not in DELETION_POLICIES:
+        raise BundleError(f"{where}: {POLICY_ANNOTATION} must be Delete or Retain")
+    data = secret.get("data") or {}
+    try:
+        decoded = {k: base64.b64decode(v, validate=True) for k, v in data.items()}
+    except (binascii.Error, TypeError):
+        raise BundleError(f"{where}: its data is not valid base64") from None
+    ca = decoded.get(CA_KEY, b"")
+    if not ca:
+        raise BundleError(f"{where} has no {CA_KEY}")
+    cert, key = decoded.get(CLIENT_CERT_KEY), decoded.get(CLIENT_KEY_KEY)
+    if bool(cert) != bool(key):
+        raise BundleError(f"{where} holds only one of {CLIENT_CERT_KEY} and {CLIENT_KEY_KEY}")
+    return Bundle(
+        trust=trust,
+        content_hash=content_hash,
+        addresses=addresses,
+        targets=targets,
+        selector=dict(selector),
+        policy=policy,
+        ca=ca,
+        client=(cert, key) if cert and key else None,
+    )
+
+
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Whether a trust's nodeSelector (plus kubernetes.io/os=linux) selects a node with
+    ``labels``. An empty value means "the label exists", as the operator counts
+    desired nodes (``Kube.node_names``), so both sides agree."""
+    wanted = {**DEFAULT_NODE_SELECTOR, **selector}
+    for key, value in wanted.items():
+        if key not in labels:
+            return False
+        if value and labels[key] != value:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Action:
+    trust: str
+    kind: str  # "sync" | "remove" | "retain" | "error"
+    reason: str = ""
+    bundle: Bundle | None = None
+
+
+def decide(
+    bundles: Mapping[str, Bundle | BundleError],
+    labels: Mapping[str, str],
+    owned: Iterable[str],
+    policies: Mapping[str, str],
+    trusts: Iterable[str] | None = None,
+) -> list[Action]:
+    """What to do for each trust (all of ``bundles`` and ``owned``, or only ``trusts``).
+
+    - Secret present and the node selected: sync.
+    - Secret present, node not selected, files owned: remove ("not selected").
+    - Secret gone, files owned: remove with policy Delete (the default when the
+      policy was never seen), keep with Retain.
+    - Secret unusable: report the error and touch nothing."""
+    owned_set = set(owned)
+    names = set(bundles) | owned_set if trusts is None else set(trusts)
+    actions: list[Action] = []
+    for trust in sorted(names):
+        bundle = bundles.get(trust)
+        if isinstance(bundle, BundleError):
+            actions.append(Action(trust, "error", str(bundle)))
+        elif bundle is not None:
+            if selects(bundle.selector, labels):
+                actions.append(Action(trust, "sync", bundle=bundle))
+            elif trust in owned_set:
+                actions.append(Action(trust, "remove", "the node is no longer selected"))
+        elif trust in owned_set:
+            if policies.get(trust, "Delete") == "Retain":
+                actions.append(
+                    Action(trust, "retain", "the trust is gone; deletionPolicy Retain keeps files")
+                )
+            else:
+                actions.append(Action(trust, "remove", "the trust is gone (deletionPolicy Delete)"))
+    return actions
+
+
+def sync_state(bundle: Bundle, result: writer.SyncResult, containerd: str | None) -> TrustReport:
+    """The report for a synced trust from the writer's result; ``containerd`` is
+    :func:`containerd_problem` for this node."""
+    if result.error:
+        return TrustReport(bundle.trust, bundle.content_hash, ERROR, result.error)
+    conflicts = [d for d in result.dirs if d.action == "conflict"]
+    if conflicts:
+        first = conflicts[0]
+        return TrustReport(
+            bundle.trust, bundle.content_hash, CONFLICT, f"{first.path}: {first.message}"
+        )
+    errors = [d for d in result.dirs if d.action == "error"]
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return TrustReport(
+            bundle.trust, bundle.content_hash, ERROR, f"{first.path}: {first.message}{more}"
+        )
+    if "containerd" in bundle.targets and containerd:
+        return TrustReport(bundle.trust, bundle.content_hash, NOT_EFFECTIVE, containerd)
+    return TrustReport(bundle.trust, bundle.content_hash, SYNCED)
