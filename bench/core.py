@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import certfactory
-from dtrtrust import certs, layout, writer
+from dtrtrust import certs, layout
+from dtrtrust.node import writer
 
 NOW = certfactory.NOW
 SYSTEM_STORE = Path("/etc/ssl/certs/ca-certificates.crt")

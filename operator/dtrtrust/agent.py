@@ -6,13 +6,13 @@ labels, both by list + watch, and on every change, and every resync period to
 repair drift, makes the node's files match:
 
 * a trust whose ``nodeSelector`` (plus ``kubernetes.io/os=linux``) selects the node
-  is synced through :func:`dtrtrust.writer.sync_trust`, which writes nothing when
+  is synced through :func:`dtrtrust.node.writer.sync_trust`, which writes nothing when
   nothing differs;
 * a trust the node owns files of (the writer's ownership record) but which no
   longer selects the node is removed;
 * a trust whose Secret is gone is removed with deletionPolicy ``Delete`` and kept
   with ``Retain``. The policy is the one of the last Secret seen, remembered in
-  ``<host root>/.dtrtrust/agent.json`` so a restart after the deletion still knows.
+  ``<host root>/var/lib/dtrtrust/agent.json`` so a restart after the deletion still knows.
   At start the agent reconciles every trust in the ownership record, so trusts
   deleted while it was down are cleaned up.
 
@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dtrtrust import __version__, layout, writer
+from dtrtrust import __version__, layout
+from dtrtrust.node import fs, writer
 
 if TYPE_CHECKING:
     from dtrtrust.kube.node import NodeApi
@@ -430,13 +431,14 @@ def backoff(failures: int, base: float, cap: float) -> float:
 
 def load_policies(host_root: Path) -> dict[str, str]:
     """Remembered deletion policies (trust -> Delete|Retain); {} when none."""
-    path = host_root / writer.STATE_DIR / AGENT_STATE_FILE
+    rel = f"{writer.STATE_DIR}/{AGENT_STATE_FILE}"
     try:
-        raw = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read %s (%s); assuming deletionPolicy Delete", path, exc)
+        data = fs.read_file(host_root, rel)
+        if data is None:
+            return {}
+        raw = json.loads(data)
+    except (OSError, ValueError, writer.WriterError) as exc:
+        log.warning("cannot read %s (%s); assuming deletionPolicy Delete", rel, exc)
         return {}
     policies = raw.get("policies") if isinstance(raw, dict) else None
     if not isinstance(policies, dict):
@@ -445,19 +447,10 @@ def load_policies(host_root: Path) -> dict[str, str]:
 
 
 def save_policies(host_root: Path, policies: Mapping[str, str]) -> None:
-    """Atomically (temp file, fsync, rename) next to the writer's ownership record."""
-    directory = host_root / writer.STATE_DIR
-    directory.mkdir(mode=0o700, exist_ok=True)
-    path = directory / AGENT_STATE_FILE
-    tmp = directory / f".{AGENT_STATE_FILE}.tmp"
+    """Atomically, next to the writer's ownership record, never through a link."""
     data = json.dumps({"version": 1, "policies": dict(sorted(policies.items()))}).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    fs.ensure_dir(host_root, writer.STATE_DIR, writer.STATE_MODE)
+    fs.write_file(host_root, f"{writer.STATE_DIR}/{AGENT_STATE_FILE}", data, 0o600)
 
 
 def read_containerd_config(host_root: Path) -> str | None:
@@ -655,7 +648,7 @@ class Agent:
         if wanted != self.policies:
             try:
                 save_policies(self.config.host_root, wanted)
-            except OSError as exc:
+            except (OSError, writer.WriterError) as exc:
                 log.error(
                     "cannot record deletion policies under %s: %s", self.config.host_root, exc
                 )
@@ -667,7 +660,7 @@ class Agent:
             wanted = {k: v for k, v in self.policies.items() if k != trust}
             try:
                 save_policies(self.config.host_root, wanted)
-            except OSError as exc:
+            except (OSError, writer.WriterError) as exc:
                 log.error("cannot record deletion policies: %s", exc)
                 return
             self.policies = wanted

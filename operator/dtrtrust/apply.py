@@ -22,15 +22,16 @@ from typing import Any
 
 import yaml
 
-from dtrtrust import conditions, layout, writer
+from dtrtrust import conditions, layout
 from dtrtrust.conditions import Condition
+from dtrtrust.node import writer
 from dtrtrust.reconcile import CA_KEY, Network, Outcome, Previous, reconcile
 from dtrtrust.spec import API_VERSION, KIND, SpecError, TrustSpec, parse_trust
 
 log = logging.getLogger("dtrtrust.apply")
 
-# Next to the writer's ownership record (<host root>/.dtrtrust), private like it.
-STATE_DIR = ".dtrtrust/apply"
+# Next to the writer's ownership record (<host root>/var/lib/dtrtrust), private like it.
+STATE_DIR = f"{writer.STATE_DIR}/apply"
 SYSTEM_TRUST_DIR = "usr/local/share/ca-certificates"
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dtrtrust import agent, objects, writer
+from dtrtrust import agent, objects
 from dtrtrust.agent import (
     Agent,
     Bundle,
@@ -26,6 +26,7 @@ from dtrtrust.agent import (
     parse_bundle,
     selects,
 )
+from dtrtrust.node import writer
 
 CA = b"-----BEGIN CERTIFICATE-----\nCA one\n-----END CERTIFICATE-----\n"
 CA2 = b"-----BEGIN CERTIFICATE-----\nCA two\n-----END CERTIFICATE-----\n"
