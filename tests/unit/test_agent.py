@@ -28,7 +28,7 @@ from dtrtrust.agent.policies import load_policies
 from dtrtrust.agent.report import TrustReport, report_body, same_report
 from dtrtrust.contract import CONFLICT, ERROR, NOT_EFFECTIVE, REMOVED, RETAINED, SYNCED
 from dtrtrust.node import writer
-from dtrtrust.node.containerd import containerd_problem
+from dtrtrust.node.effective import Finding
 from dtrtrust.operator.objects import bundle_secret
 
 CA = b"-----BEGIN CERTIFICATE-----\nCA one\n-----END CERTIFICATE-----\n"
@@ -166,13 +166,13 @@ def _bundle(trust: str = "prod", **kwargs: Any) -> Bundle:
         # no longer selected: remove what is owned, nothing when nothing is owned
         ({"prod": _bundle(selector={"role": "x"})}, LINUX, {"prod"}, {}, [("prod", "remove")]),
         ({"prod": _bundle(selector={"role": "x"})}, LINUX, set(), {}, []),
-        # deselection removes even with Retain: Retain is about deleting the trust
+        # deselection keeps files with Retain, as deletion does (the CRD's wording)
         (
             {"prod": _bundle(selector={"role": "x"}, policy="Retain")},
             LINUX,
             {"prod"},
             {"prod": "Retain"},
-            [("prod", "remove")],
+            [("prod", "retain")],
         ),
         # Secret gone: the remembered policy decides; Delete when never seen
         ({}, LINUX, {"old"}, {"old": "Delete"}, [("old", "remove")]),
@@ -199,83 +199,6 @@ def test_decide_limited_to_dirty_trusts_leaves_others_alone() -> None:
     assert [(a.trust, a.kind) for a in got] == [("b", "sync")]
 
 
-# --------------------------------------------------------------------------- containerd
-
-V2_OK = """
-version = 2
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "/etc/containerd/certs.d"
-"""
-V2_BOTH = """
-version = 2
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "/etc/containerd/certs.d/:/etc/docker/certs.d"
-"""
-V2_EMPTY = """
-version = 2
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = ""
-"""
-V2_MIRRORS = """
-version = 2
-[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
-  endpoint = ["https://registry-1.docker.io"]
-"""
-V2_OTHER_DIR = """
-version = 2
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "/etc/docker/certs.d"
-"""
-V3_OK = """
-version = 3
-[plugins."io.containerd.cri.v1.images".registry]
-  config_path = "/etc/containerd/certs.d"
-"""
-V3_OLD_TABLE = """
-version = 3
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "/etc/containerd/certs.d"
-"""
-V1_OK = """
-[plugins.cri.registry]
-  config_path = "/etc/containerd/certs.d"
-"""
-WITH_IMPORTS = """
-version = 2
-imports = ["/etc/containerd/conf.d/*.toml"]
-"""
-
-
-@pytest.mark.parametrize(
-    ("config", "problem"),
-    [
-        (None, None),  # no config.toml: maybe no containerd; nothing to judge
-        (V2_OK, None),
-        (V2_BOTH, None),
-        (V3_OK, None),
-        (V1_OK, None),
-        (WITH_IMPORTS, None),  # config_path may be in an imported file
-        ("", "[plugins.cri.registry]"),  # empty file: version 1 defaults, no config_path
-        ("version = 2\n", '[plugins."io.containerd.grpc.v1.cri".registry]'),
-        (V2_EMPTY, '[plugins."io.containerd.grpc.v1.cri".registry]'),
-        (V2_MIRRORS, "no config_path is set"),
-        (V2_OTHER_DIR, "config_path is '/etc/docker/certs.d'"),
-        (V3_OLD_TABLE, '[plugins."io.containerd.cri.v1.images".registry]'),
-        ("version = 2\n[plugins\n", "cannot be parsed"),
-    ],
-)
-def test_containerd_config_decides_whether_certs_d_is_effective(
-    config: str | None, problem: str | None
-) -> None:
-    got = containerd_problem(config)
-    if problem is None:
-        assert got is None
-    else:
-        assert got is not None
-        assert problem in got
-        assert "/etc/containerd/certs.d" in got
-
-
 # --------------------------------------------------------------------------- reports
 
 
@@ -292,25 +215,30 @@ def test_writer_conflict_becomes_a_conflict_report_with_the_path() -> None:
             )
         ]
     )
-    report = sync_state(bundle, result, None)
+    report = sync_state(bundle, result)
     assert report.state == CONFLICT
     assert "etc/containerd/certs.d/dtr.example.com:4443" in report.message
 
 
 @pytest.mark.parametrize(
-    ("targets", "problem", "state"),
+    ("findings", "state"),
     [
-        ("docker", None, SYNCED),
-        ("docker", "containerd will not read", SYNCED),  # containerd not a target
-        ("docker,containerd", None, SYNCED),
-        ("docker,containerd", "containerd will not read", NOT_EFFECTIVE),
+        ([], SYNCED),
+        ([Finding("containers", "marked insecure", blocking=False)], SYNCED),
+        ([Finding("containerd", "containerd will not read")], NOT_EFFECTIVE),
+        (
+            [Finding("containers", "insecure", blocking=False), Finding("docker", "loopback")],
+            NOT_EFFECTIVE,
+        ),
     ],
 )
-def test_not_effective_only_when_containerd_is_a_target(
-    targets: str, problem: str | None, state: str
+def test_a_blocking_finding_is_not_effective_and_a_warning_stays_synced(
+    findings: list[Finding], state: str
 ) -> None:
-    report = sync_state(_bundle(targets=targets), writer.SyncResult(), problem)
+    report = sync_state(_bundle(targets="docker,containerd"), writer.SyncResult(), findings)
     assert report.state == state
+    for f in findings:
+        assert f.message in report.message
 
 
 def test_report_is_owned_by_the_node_and_unchanged_content_needs_no_write() -> None:
@@ -454,6 +382,18 @@ def test_unusable_secret_keeps_the_files_already_written(tmp_path: Path) -> None
     assert "Delete or Retain" in a.reports["prod"].message
 
 
+V2_OK = """
+version = 2
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "/etc/containerd/certs.d"
+"""
+V2_MIRRORS = """
+version = 2
+[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+  endpoint = ["https://registry-1.docker.io"]
+"""
+
+
 def test_not_effective_reported_from_the_hosts_containerd_config(tmp_path: Path) -> None:
     (tmp_path / "etc/containerd").mkdir(parents=True)
     (tmp_path / "etc/containerd/config.toml").write_text(V2_MIRRORS)
@@ -478,3 +418,45 @@ def test_removed_entry_leaves_the_report_after_its_grace(tmp_path: Path) -> None
     now[0] += REMOVED_TTL_SECONDS + 1
     a.reconcile(everything=True)
     assert "prod" not in a.reports
+
+
+def test_a_deleted_node_is_unknown_and_no_files_are_touched(tmp_path: Path) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret(), secret("kept", registries="kept.example.com", policy="Retain")])
+    a.reconcile(everything=True)
+    a._set_node(None)  # the watch saw the Node deleted (or it was never there)
+    a.reconcile(everything=True)
+    assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
+    assert (tmp_path / "etc/docker/certs.d/kept.example.com/ca.crt").is_file()
+    assert a.reports["prod"].state == SYNCED
+
+
+def test_retain_keeps_the_files_when_the_node_is_no_longer_selected(tmp_path: Path) -> None:
+    a = make_agent(tmp_path)
+    labels = {**LINUX, "role": "build"}
+    see(a, [secret(selector={"role": "build"}, policy="Retain")], labels)
+    a.reconcile(everything=True)
+    see(a, [secret(selector={"role": "build"}, policy="Retain")], LINUX)
+    a.reconcile(everything=True)
+    assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
+    assert a.reports["prod"].state == RETAINED
+
+
+def test_loopback_registry_is_not_effective_for_docker_on_the_node(tmp_path: Path) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret(registries="127.0.0.1:4443")])
+    a.reconcile(everything=True)
+    assert a.reports["prod"].state == NOT_EFFECTIVE
+    assert "insecure registry" in a.reports["prod"].message
+    assert (tmp_path / "etc/docker/certs.d/127.0.0.1:4443/ca.crt").is_file()
+
+
+def test_a_changed_runtime_config_is_noticed_without_waiting_for_the_resync(
+    tmp_path: Path,
+) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    assert not a.runtime_configs_changed()
+    (tmp_path / "etc/docker/daemon.json").write_text('{"insecure-registries": ["x:1"]}')
+    assert a.runtime_configs_changed()

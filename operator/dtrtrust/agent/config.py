@@ -24,6 +24,9 @@ class Config:
     # First retry delay after an API error; doubles up to max_backoff_seconds.
     backoff_seconds: float = 1.0
     max_backoff_seconds: float = 60.0
+    # How often the runtimes' config files are stat()ed; a change re-runs the
+    # effective-trust checks at once instead of at the next resync.
+    config_poll_seconds: float = 5.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
@@ -39,5 +42,8 @@ class Config:
             backoff_seconds=float(env.get("DTRTRUST_AGENT_BACKOFF_SECONDS", cls.backoff_seconds)),
             max_backoff_seconds=float(
                 env.get("DTRTRUST_AGENT_MAX_BACKOFF_SECONDS", cls.max_backoff_seconds)
+            ),
+            config_poll_seconds=float(
+                env.get("DTRTRUST_AGENT_CONFIG_POLL_SECONDS", cls.config_poll_seconds)
             ),
         )

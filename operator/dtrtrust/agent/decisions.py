@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,7 @@ from dtrtrust.contract import (
 )
 from dtrtrust.core import layout
 from dtrtrust.core.addresses import validate_address
-from dtrtrust.node import writer
+from dtrtrust.node import effective, writer
 
 
 class BundleError(ValueError):
@@ -164,7 +164,9 @@ def decide(
     """What to do for each trust (all of ``bundles`` and ``owned``, or only ``trusts``).
 
     - Secret present and the node selected: sync.
-    - Secret present, node not selected, files owned: remove ("not selected").
+    - Secret present, node not selected, files owned: remove ("not selected") with
+      policy Delete, keep with Retain (Retain means the same for deselection as for
+      deletion, as the CRD says).
     - Secret gone, files owned: remove with policy Delete (the default when the
       policy was never seen), keep with Retain.
     - Secret unusable: report the error and touch nothing."""
@@ -178,6 +180,14 @@ def decide(
         elif bundle is not None:
             if selects(bundle.selector, labels):
                 actions.append(Action(trust, "sync", bundle=bundle))
+            elif trust in owned_set and bundle.policy == "Retain":
+                actions.append(
+                    Action(
+                        trust,
+                        "retain",
+                        "the node is no longer selected; deletionPolicy Retain keeps files",
+                    )
+                )
             elif trust in owned_set:
                 actions.append(Action(trust, "remove", "the node is no longer selected"))
         elif trust in owned_set:
@@ -190,9 +200,12 @@ def decide(
     return actions
 
 
-def sync_state(bundle: Bundle, result: writer.SyncResult, containerd: str | None) -> TrustReport:
-    """The report for a synced trust from the writer's result; ``containerd`` is
-    :func:`containerd_problem` for this node."""
+def sync_state(
+    bundle: Bundle, result: writer.SyncResult, findings: Sequence[effective.Finding] = ()
+) -> TrustReport:
+    """The report for a synced trust from the writer's result; ``findings`` are
+    :func:`dtrtrust.node.effective.check` for this trust on this node: a blocking one
+    makes it NotEffective, warnings stay in the message of a Synced report."""
     if result.error:
         return TrustReport(bundle.trust, bundle.content_hash, ERROR, result.error)
     conflicts = [d for d in result.dirs if d.action == "conflict"]
@@ -208,6 +221,7 @@ def sync_state(bundle: Bundle, result: writer.SyncResult, containerd: str | None
         return TrustReport(
             bundle.trust, bundle.content_hash, ERROR, f"{first.path}: {first.message}{more}"
         )
-    if "containerd" in bundle.targets and containerd:
-        return TrustReport(bundle.trust, bundle.content_hash, NOT_EFFECTIVE, containerd)
-    return TrustReport(bundle.trust, bundle.content_hash, SYNCED)
+    ok, message = effective.summary(findings)
+    if not ok:
+        return TrustReport(bundle.trust, bundle.content_hash, NOT_EFFECTIVE, message)
+    return TrustReport(bundle.trust, bundle.content_hash, SYNCED, message)

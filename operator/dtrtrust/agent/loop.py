@@ -9,7 +9,13 @@ repair drift, makes the node's files match:
   is synced through :func:`dtrtrust.node.writer.sync_trust`, which writes nothing when
   nothing differs;
 * a trust the node owns files of (the writer's ownership record) but which no
-  longer selects the node is removed;
+  longer selects the node is removed with deletionPolicy ``Delete`` and kept with
+  ``Retain`` (the same meaning as for a deleted trust);
+* a Node the agent cannot see (deleted, not yet created) is unknown, not unlabelled:
+  nothing is written or removed until it is back;
+* after each sync the runtimes' config files are checked
+  (:mod:`dtrtrust.node.effective`); a runtime that would ignore the files makes the
+  trust ``NotEffective``, and a change of those files re-runs the checks at once;
 * a trust whose Secret is gone is removed with deletionPolicy ``Delete`` and kept
   with ``Retain``. The policy is the one of the last Secret seen, remembered in
   ``<host root>/.dtrtrust/agent.json`` so a restart after the deletion still knows.
@@ -57,8 +63,7 @@ from dtrtrust.agent.report import TrustReport, report_body, same_report
 from dtrtrust.contract import ERROR, MANAGED_BY_SELECTOR, REMOVED, RETAINED, SYNCED
 from dtrtrust.core.backoff import exponential, jittered
 from dtrtrust.core.times import now_rfc3339
-from dtrtrust.node import writer
-from dtrtrust.node.containerd import containerd_problem, read_containerd_config
+from dtrtrust.node import effective, writer
 
 if TYPE_CHECKING:
     from dtrtrust.kube.node import NodeApi
@@ -82,6 +87,7 @@ class _View:
     bundles: dict[str, Bundle | BundleError] = field(default_factory=dict)
     labels: dict[str, str] | None = None  # None until the Node was read
     node_uid: str | None = None
+    kubelet_version: str | None = None  # status.nodeInfo: tells k3s / RKE2 apart
     secrets_listed: bool = False
     dirty: set[str] = field(default_factory=set)
     all_dirty: bool = True
@@ -104,6 +110,9 @@ class Agent:
         self.report_failures = 0
         self.report_retry_at = 0.0
         self.ready_at: float | None = None
+        # The runtimes' config files as of the last reconcile (path, mtime, size): the
+        # effective-trust checks run again as soon as one of them changes.
+        self.config_signature: tuple[tuple[str, int, int], ...] = ()
 
     # --- watchers (threads) ----------------------------------------------------------
 
@@ -199,15 +208,26 @@ class Agent:
 
     def _set_node(self, node: Mapping[str, Any] | None) -> None:
         meta = (node or {}).get("metadata") or {}
-        labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+        labels: dict[str, str] | None = {
+            str(k): str(v) for k, v in (meta.get("labels") or {}).items()
+        }
         uid = str(meta["uid"]) if meta.get("uid") else None
+        info = ((node or {}).get("status") or {}).get("nodeInfo") or {}
+        kubelet = str(info.get("kubeletVersion") or "") or None
         if node is None:
-            log.warning("Node %s does not exist; treating it as unlabelled", self.config.node_name)
+            # Unknown is not empty: without the Node its labels are unknown, not absent;
+            # "no labels" would deselect every trust and remove its files.
+            log.warning(
+                "Node %s does not exist (or was deleted); touching no files until it is back",
+                self.config.node_name,
+            )
+            labels = None
         with self.lock:
             changed = labels != self.view.labels or uid != self.view.node_uid
             self.view.labels = labels
             self.view.node_uid = uid
-        if changed:
+            self.view.kubelet_version = kubelet
+        if changed and labels is not None:
             log.info("Node %s labels: %d", self.config.node_name, len(labels))
             self._mark(everything=True)
 
@@ -219,6 +239,7 @@ class Agent:
                 return  # no complete view yet: touch nothing
             bundles = dict(self.view.bundles)
             labels = dict(self.view.labels)
+            kubelet = self.view.kubelet_version
             dirty = set(self.view.dirty)
             everything = everything or self.view.all_dirty
             self.view.dirty.clear()
@@ -230,12 +251,17 @@ class Agent:
             log.error("%s", exc)
             owned = set()
         self._remember_policies(bundles)
-        containerd = read_containerd_config(host_root)
-        problem = containerd_problem(containerd)
+        files = effective.HostFiles(host_root)
+        self.config_signature = files.signature()
         considered = set(bundles) | owned if everything else dirty
         actions = decide(bundles, labels, owned, self.policies, considered)
         for action in actions:
-            self._apply(action, problem, bundles)
+            findings: list[effective.Finding] = []
+            if action.bundle is not None:
+                findings = effective.check(
+                    files, action.bundle.targets, action.bundle.addresses, kubelet_version=kubelet
+                )
+            self._apply(action, findings, bundles)
         # Trusts with nothing to do (gone and not on the node, or not selecting it and
         # owning nothing) leave the report; a "Removed" entry stays for a while first.
         now = self.clock()
@@ -274,7 +300,9 @@ class Agent:
                 return
             self.policies = wanted
 
-    def _apply(self, action: Action, containerd: str | None, bundles: Mapping[str, object]) -> None:
+    def _apply(
+        self, action: Action, findings: list[effective.Finding], bundles: Mapping[str, object]
+    ) -> None:
         host_root = self.config.host_root
         trust = action.trust
         if action.kind == "sync":
@@ -288,7 +316,7 @@ class Agent:
                 log.error("trust %s: %s", trust, exc)
                 return
             result = writer.sync_trust(host_root, trust, dirs)
-            report = sync_state(action.bundle, result, containerd)
+            report = sync_state(action.bundle, result, findings)
             written = [d.path for d in result.dirs if d.action == "written"]
             if written or result.removed:
                 log.info(
@@ -336,6 +364,14 @@ class Agent:
         if previous != report:
             log.log(level, "trust %s: %s", trust, message)
         self.reports[trust] = report
+
+    def runtime_configs_changed(self) -> bool:
+        """Whether a runtime's config file (daemon.json, config.toml, registries.conf)
+        changed since the last reconcile: the effective-trust checks must run again."""
+        changed = effective.HostFiles(self.config.host_root).signature() != self.config_signature
+        if changed:
+            log.info("a runtime config file changed; checking every trust again")
+        return changed
 
     # --- the report -------------------------------------------------------------------
 
@@ -406,13 +442,15 @@ class Agent:
             wake = next_resync
             if self.report_retry_at:
                 wake = min(wake, self.report_retry_at)
+            wake = min(wake, now + self.config.config_poll_seconds)
             self.changed.wait(timeout=max(0.0, wake - now))
             if self.stopping.is_set():
                 break
             self.changed.clear()
-            resync = self.clock() >= next_resync
+            resync = self.clock() >= next_resync or self.runtime_configs_changed()
             if resync:
                 next_resync = self.clock() + self.config.resync_seconds
+                self.report_loaded = False  # read it again: someone may have deleted it
             self.reconcile(everything=resync)
             with self.lock:
                 ready = self.view.secrets_listed and self.view.labels is not None

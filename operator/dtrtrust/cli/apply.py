@@ -28,7 +28,7 @@ from dtrtrust.core.network import Network
 from dtrtrust.core.reconcile import Previous, reconcile
 from dtrtrust.core.spec import SpecError, parse_trust
 from dtrtrust.core.status import invalid_spec_status, is_ready, trust_status
-from dtrtrust.node import systemtrust, writer
+from dtrtrust.node import effective, systemtrust, writer
 
 log = logging.getLogger("dtrtrust.apply")
 
@@ -161,19 +161,26 @@ def _save_state(opts: HostOptions, name: str, state: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _host_nodes(result: writer.SyncResult) -> tuple[Condition, dict[str, Any]]:
-    """NodesSynced and ``status.nodes`` for this one host, from what the writer did."""
+def _host_nodes(
+    result: writer.SyncResult, findings: Sequence[effective.Finding] = ()
+) -> tuple[Condition, dict[str, Any]]:
+    """NodesSynced and ``status.nodes`` for this one host, from what the writer did and
+    what the effective-trust checks found (the same checks as the agent's)."""
     counts = {"desired": 1, "synced": 1, "summary": "1/1", "outOfSync": []}
     out_of_sync = {"desired": 1, "synced": 0, "summary": "0/1", "outOfSync": [HOST_NODE]}
     if result.error:
         return conditions.failed(conditions.NODES_SYNCED, "NodeErrors", result.error), out_of_sync
     problems = [d for d in result.dirs if d.action not in ("written", "unchanged")]
+    ok, message = effective.summary(findings)
+    if not problems and not ok:
+        return conditions.failed(conditions.NODES_SYNCED, "NotEffective", message), out_of_sync
     if not problems:
         written = sum(d.action == "written" for d in result.dirs)
         return conditions.ok(
             conditions.NODES_SYNCED,
             "Synced",
-            f"{len(result.dirs)} director(ies) in place, {written} written.",
+            f"{len(result.dirs)} director(ies) in place, {written} written."
+            + (f" Warning: {message}" if message else ""),
         ), counts
     first = problems[0]
     reason = "Conflict" if first.action == "conflict" else "NodeErrors"
@@ -224,7 +231,12 @@ def apply_trust(
         result = writer.sync_trust(opts.host_root, spec.name, dirs)
         for d in result.dirs:
             log.info("%s %s: %s %s", d.target, d.address, d.action, d.message)
-        nodes, counts = _host_nodes(result)
+        findings = effective.check(
+            effective.HostFiles(opts.host_root), spec.targets, spec.addresses
+        )
+        for finding in findings:
+            log.warning("%s: %s", finding.target, finding.message)
+        nodes, counts = _host_nodes(result, findings)
         if opts.system_trust:
             systemtrust.install(opts.host_root, spec.name, out.publish[CA_KEY])
     else:
