@@ -178,7 +178,10 @@ AGENT_CAN = [
     ("update", "dtrtrusts.dtrtrust.io", "cluster", "no"),
     ("patch", "dtrtrusts.dtrtrust.io/status", "cluster", "no"),
     ("create", "dtrtrustnodes.dtrtrust.io", "default", "no"),
-    ("patch", "nodes", "cluster", "no"),
+    ("patch", "nodes", "cluster", "yes"),  # only to remove its startup taint
+    ("update", "nodes", "cluster", "no"),
+    ("delete", "nodes", "cluster", "no"),
+    ("patch", "nodes/status", "cluster", "no"),
     ("patch", "daemonsets.apps", NAMESPACE, "no"),
     ("patch", "configmaps", NAMESPACE, "no"),
     ("create", "pods", NAMESPACE, "no"),

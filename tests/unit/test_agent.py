@@ -22,6 +22,7 @@ from dtrtrust.agent.decisions import (
     parse_bundle,
     selects,
     sync_state,
+    taint_blockers,
 )
 from dtrtrust.agent.loop import REMOVED_TTL_SECONDS, Agent, backoff
 from dtrtrust.agent.policies import load_policies
@@ -460,3 +461,66 @@ def test_a_changed_runtime_config_is_noticed_without_waiting_for_the_resync(
     assert not a.runtime_configs_changed()
     (tmp_path / "etc/docker/daemon.json").write_text('{"insecure-registries": ["x:1"]}')
     assert a.runtime_configs_changed()
+
+
+# --------------------------------------------------------------------- the startup taint
+
+
+@pytest.mark.parametrize(
+    ("reports", "blocked"),
+    [
+        ({"prod": TrustReport("prod", "sha256:aaa", SYNCED)}, []),
+        ({}, ["prod: not synced yet"]),
+        ({"prod": TrustReport("prod", "sha256:old", SYNCED)}, ["prod: not synced yet"]),
+        ({"prod": TrustReport("prod", "sha256:aaa", NOT_EFFECTIVE, "x")}, ["prod: NotEffective"]),
+        ({"prod": TrustReport("prod", "sha256:aaa", ERROR, "x")}, ["prod: Error"]),
+    ],
+)
+def test_startup_taint_stays_until_every_selecting_trust_is_synced_and_effective(
+    reports: dict[str, TrustReport], blocked: list[str]
+) -> None:
+    bundles: dict[str, Bundle | BundleError] = {
+        "prod": _bundle(),
+        "elsewhere": _bundle("elsewhere", selector={"role": "gpu"}),  # does not select
+    }
+    assert taint_blockers(bundles, LINUX, reports) == blocked
+
+
+def test_an_unusable_bundle_secret_keeps_the_startup_taint() -> None:
+    assert taint_blockers({"bad": BundleError("broken")}, LINUX, {}) == [
+        "bad: its bundle Secret is unusable"
+    ]
+
+
+def test_a_failed_probe_keeps_the_startup_taint() -> None:
+    reports = {"prod": TrustReport("prod", "sha256:aaa", SYNCED)}
+    assert taint_blockers({"prod": _bundle()}, LINUX, reports, verified={"prod": False})
+    assert not taint_blockers({"prod": _bundle()}, LINUX, reports, verified={"prod": True})
+
+
+class TaintApi:
+    """The project's own NodeApi, below the agent: records remove_taint calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[dict[str, Any]], str]] = []
+
+    def remove_taint(self, taints: list[dict[str, Any]], key: str) -> None:
+        self.calls.append((taints, key))
+
+
+def test_agent_removes_its_startup_taint_only_after_the_files_are_in_place(
+    tmp_path: Path,
+) -> None:
+    api = TaintApi()
+    a = Agent(Config(node_name="n1", host_root=tmp_path), api)  # type: ignore[arg-type]
+    see(a, [secret()])
+    taints = [{"key": "dtrtrust.io/not-ready", "effect": "NoSchedule"}, {"key": "other"}]
+    a.view.taints = list(taints)
+    assert not a.untaint()  # nothing synced yet
+    assert api.calls == []
+    a.reconcile(everything=True)
+    assert a.untaint()
+    assert api.calls == [(taints, "dtrtrust.io/not-ready")]
+    assert a.view.taints == [{"key": "other"}]
+    assert not a.untaint()  # gone: no second patch
+    assert len(api.calls) == 1

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtrtrust.contract import DEFAULT_NAMESPACE
+from dtrtrust.contract import DEFAULT_NAMESPACE, NOT_READY_TAINT
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,10 @@ class Config:
     # How often the runtimes' config files are stat()ed; a change re-runs the
     # effective-trust checks at once instead of at the next resync.
     config_poll_seconds: float = 5.0
+    # The startup taint this agent removes from its Node once every trust selecting the
+    # node is synced, effective (and verified); "" turns it off. Opt-in on the node side:
+    # only nodes registered with the taint have one to remove.
+    startup_taint: str = NOT_READY_TAINT
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
@@ -43,6 +47,7 @@ class Config:
             max_backoff_seconds=float(
                 env.get("DTRTRUST_AGENT_MAX_BACKOFF_SECONDS", cls.max_backoff_seconds)
             ),
+            startup_taint=env.get("DTRTRUST_AGENT_STARTUP_TAINT", cls.startup_taint),
             config_poll_seconds=float(
                 env.get("DTRTRUST_AGENT_CONFIG_POLL_SECONDS", cls.config_poll_seconds)
             ),

@@ -225,3 +225,31 @@ def sync_state(
     if not ok:
         return TrustReport(bundle.trust, bundle.content_hash, NOT_EFFECTIVE, message)
     return TrustReport(bundle.trust, bundle.content_hash, SYNCED, message)
+
+
+def taint_blockers(
+    bundles: Mapping[str, Bundle | BundleError],
+    labels: Mapping[str, str],
+    reports: Mapping[str, TrustReport],
+    *,
+    verified: Mapping[str, bool] | None = None,
+) -> list[str]:
+    """Why the node's startup taint must stay (empty: remove it): every trust that
+    selects the node must be reported Synced (written and effective) with the current
+    content hash, and, where ``verified`` has an entry for it (the probe is on),
+    verified. An unusable bundle Secret might select the node, so it blocks too."""
+    blockers: list[str] = []
+    for trust, bundle in sorted(bundles.items()):
+        if isinstance(bundle, BundleError):
+            blockers.append(f"{trust}: its bundle Secret is unusable")
+            continue
+        if not selects(bundle.selector, labels):
+            continue
+        report = reports.get(trust)
+        if report is None or report.content_hash != bundle.content_hash:
+            blockers.append(f"{trust}: not synced yet")
+        elif report.state != SYNCED:
+            blockers.append(f"{trust}: {report.state}")
+        elif verified is not None and not verified.get(trust, True):
+            blockers.append(f"{trust}: the registry probe has not passed")
+    return blockers

@@ -56,6 +56,7 @@ from dtrtrust.agent.decisions import (
     decide,
     parse_bundle,
     sync_state,
+    taint_blockers,
     trust_of,
 )
 from dtrtrust.agent.policies import load_policies, save_policies
@@ -88,6 +89,7 @@ class _View:
     labels: dict[str, str] | None = None  # None until the Node was read
     node_uid: str | None = None
     kubelet_version: str | None = None  # status.nodeInfo: tells k3s / RKE2 apart
+    taints: list[dict[str, Any]] | None = None  # spec.taints as last seen (None: no Node)
     secrets_listed: bool = False
     dirty: set[str] = field(default_factory=set)
     all_dirty: bool = True
@@ -113,6 +115,7 @@ class Agent:
         # The runtimes' config files as of the last reconcile (path, mtime, size): the
         # effective-trust checks run again as soon as one of them changes.
         self.config_signature: tuple[tuple[str, int, int], ...] = ()
+        self.taint_kept_for: list[str] = []  # why the startup taint stays (logged on change)
 
     # --- watchers (threads) ----------------------------------------------------------
 
@@ -214,6 +217,7 @@ class Agent:
         uid = str(meta["uid"]) if meta.get("uid") else None
         info = ((node or {}).get("status") or {}).get("nodeInfo") or {}
         kubelet = str(info.get("kubeletVersion") or "") or None
+        taints = [dict(t) for t in ((node or {}).get("spec") or {}).get("taints") or []]
         if node is None:
             # Unknown is not empty: without the Node its labels are unknown, not absent;
             # "no labels" would deselect every trust and remove its files.
@@ -227,6 +231,10 @@ class Agent:
             self.view.labels = labels
             self.view.node_uid = uid
             self.view.kubelet_version = kubelet
+            taints_changed = self.view.taints != (taints if node is not None else None)
+            self.view.taints = taints if node is not None else None
+        if taints_changed:
+            self.changed.set()  # the startup taint may be there to remove now
         if changed and labels is not None:
             log.info("Node %s labels: %d", self.config.node_name, len(labels))
             self._mark(everything=True)
@@ -365,6 +373,50 @@ class Agent:
             log.log(level, "trust %s: %s", trust, message)
         self.reports[trust] = report
 
+    def untaint(self) -> bool:
+        """Remove the startup taint from this Node once every trust that selects it is
+        synced and effective here (see :func:`taint_blockers`). True when it was removed.
+        The patch is guarded by a ``test`` of the taints last seen, so a concurrent
+        change of the node's taints is never lost: on a conflict the Node is read again
+        and the next loop decides again."""
+        key = self.config.startup_taint
+        from dtrtrust.kube.node import ApiUnavailable, Conflict
+
+        with self.lock:
+            taints = None if self.view.taints is None else list(self.view.taints)
+            labels = None if self.view.labels is None else dict(self.view.labels)
+            bundles = dict(self.view.bundles)
+            listed = self.view.secrets_listed
+        if not key or taints is None or labels is None or not listed:
+            return False
+        if not any(t.get("key") == key for t in taints):
+            return False
+        blockers = taint_blockers(bundles, labels, self.reports)
+        if blockers:
+            if blockers != self.taint_kept_for:
+                log.info("keeping the startup taint %s: %s", key, "; ".join(blockers))
+            self.taint_kept_for = blockers
+            return False
+        try:
+            self.api.remove_taint(taints, key)
+        except Conflict as exc:
+            log.info("%s; reading the Node again", exc)
+            try:
+                node, _rv = self.api.list_node()
+                self._set_node(node)
+            except ApiUnavailable as again:
+                log.warning("%s", again)
+            return False
+        except ApiUnavailable as exc:
+            log.warning("%s; will retry", exc)
+            return False
+        log.info("every trust selecting this node is in place: removed the startup taint %s", key)
+        with self.lock:
+            if self.view.taints == taints:
+                self.view.taints = [t for t in taints if t.get("key") != key]
+        self.taint_kept_for = []
+        return True
+
     def runtime_configs_changed(self) -> bool:
         """Whether a runtime's config file (daemon.json, config.toml, registries.conf)
         changed since the last reconcile: the effective-trust checks must run again."""
@@ -459,6 +511,7 @@ class Agent:
             if self.ready_at is None:
                 self.ready_at = self.clock()
                 log.info("first sync done %.2fs after start", self.ready_at - started)
+            self.untaint()
             if self.report_retry_at and self.clock() < self.report_retry_at and not resync:
                 continue
             if self.publish_report():
