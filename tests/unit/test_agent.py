@@ -49,9 +49,10 @@ def secret(
     policy: str = "Delete",
     data: Mapping[str, bytes] | None = None,
     labels: Mapping[str, str] | None = None,
+    probe: str | None = None,
 ) -> dict[str, Any]:
     files = {"ca.crt": CA, "client.cert": CERT, "client.key": KEY} if data is None else data
-    return {
+    body = {
         "metadata": {
             "name": f"dtrtrust-{trust}",
             "labels": dict(labels) if labels is not None else {"dtrtrust.io/trust": trust},
@@ -65,6 +66,9 @@ def secret(
         },
         "data": {k: base64.b64encode(v).decode() for k, v in files.items()},
     }
+    if probe is not None:
+        body["metadata"]["annotations"]["dtrtrust.io/node-probe"] = probe  # type: ignore[index]
+    return body
 
 
 def test_bundle_parsed_from_a_secret_the_operator_built() -> None:
@@ -96,7 +100,27 @@ def test_bundle_parsed_from_a_secret_the_operator_built() -> None:
         policy="Retain",
         ca=CA,
         client=None,
+        probe_interval=3600.0,  # the default refreshInterval: the probe is on by default
     )
+
+
+def test_verify_nodes_false_turns_the_node_probe_off_in_the_bundle_secret() -> None:
+    from dtrtrust.core.spec import parse_trust
+
+    spec = parse_trust(
+        {
+            "apiVersion": "dtrtrust.io/v1alpha1",
+            "kind": "DTRTrust",
+            "metadata": {"name": "prod", "generation": 1},
+            "spec": {
+                "registry": "dtr.example.com:4443",
+                "ca": {"pem": CA.decode()},
+                "verify": {"nodes": False},
+            },
+        }
+    )
+    body = bundle_secret(spec, "uid-1", {"ca.crt": CA}, "sha256:abc", "dtrtrust-system")
+    assert parse_bundle(body).probe_interval is None
 
 
 @pytest.mark.parametrize(
@@ -524,3 +548,74 @@ def test_agent_removes_its_startup_taint_only_after_the_files_are_in_place(
     assert a.view.taints == [{"key": "other"}]
     assert not a.untaint()  # gone: no second patch
     assert len(api.calls) == 1
+
+
+# ----------------------------------------------------------------------- the node probe
+
+
+def test_agent_probes_with_the_files_it_wrote_once_per_content_and_interval(
+    tmp_path: Path,
+) -> None:
+    from certfactory import make_ca, make_leaf
+    from tlsserver import TLSServer, basic_info_route, valid_now
+
+    root = make_ca("agent probe root")
+    leaf = make_leaf("localhost", root, sans=["localhost"], ip_sans=["127.0.0.1"], **valid_now())
+    client = make_leaf("agent probe client", root, sans=[], eku=["clientAuth"], **valid_now())
+    routes = {"/basic_info": basic_info_route()}
+    with TLSServer(
+        chain_pem=leaf.chain_pem, key_pem=leaf.key_pem, routes=routes, client_ca_pem=root.cert_pem
+    ) as server:
+        now = [1000.0]
+        a = Agent(Config(node_name="n1", host_root=tmp_path), NoApi(), clock=lambda: now[0])  # type: ignore[arg-type]
+        files = {
+            "ca.crt": root.cert_pem,
+            "client.cert": client.chain_pem,
+            "client.key": client.key_pem,
+        }
+
+        def seen(hash_: str) -> None:
+            see(a, [secret(registries=server.address, targets="containers", data=files,
+                           probe="600", hash_=hash_)])  # fmt: skip
+
+        seen("sha256:one")
+        a.reconcile(everything=True)
+        found = a.reports["prod"].probe
+        assert found is not None
+        assert (found["reachable"], found["tlsVerified"], found["clientCertificate"]) == (
+            True, True, "Accepted",
+        )  # fmt: skip
+        assert "reason" not in found
+        assert found["checkedAt"]
+        assert a.verified() == {"prod": True}
+        probes = len(server.requests)
+        a.reconcile(everything=True)  # nothing changed: no new probe
+        assert len(server.requests) == probes
+        seen("sha256:two")  # new content: probed again
+        a.reconcile(everything=True)
+        assert len(server.requests) > probes
+        probes = len(server.requests)
+        now[0] += 600 * 1.2 + 1  # past the interval, jitter included
+        a.reconcile(everything=True)
+        assert len(server.requests) > probes
+
+
+def test_agent_reports_an_unreachable_registry_as_such(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from certfactory import make_ca
+
+    ca = make_ca("agent unreachable root").cert_pem
+    a = make_agent(tmp_path)
+    address = f"127.0.0.1:{port}"
+    see(a, [secret(registries=address, targets="containers", probe="600", data={"ca.crt": ca})])
+    a.reconcile(everything=True)
+    found = a.reports["prod"].probe
+    assert found is not None
+    assert found["reason"] == "Unreachable"
+    assert found["reachable"] is False
+    assert a.reports["prod"].state == SYNCED  # written and effective; the probe is separate
+    assert a.verified() == {"prod": False}

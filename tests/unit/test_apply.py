@@ -17,6 +17,7 @@ import yaml
 import certfactory
 from dtrtrust.cli import apply
 from dtrtrust.core.network import FetchError
+from dtrtrust.node.probe import ProbeResult
 from stubnet import StubNetwork
 
 NOW = certfactory.NOW
@@ -67,7 +68,15 @@ def host(tmp_path: Path) -> apply.HostOptions:
     root = tmp_path / "host"
     (root / "etc/containerd").mkdir(parents=True)
     (root / "etc/containerd/config.toml").write_text(CONTAINERD_OK)
-    return apply.HostOptions(host_root=root, home="/root")
+    return apply.HostOptions(host_root=root, home="/root", prober=passing_probe)
+
+
+def passing_probe(address: str, directory: Path, with_client: bool) -> ProbeResult:
+    """The project's own probe, stubbed below apply (no network in unit tests); it still
+    insists on being pointed at the files apply wrote."""
+    assert (directory / "ca.crt").is_file()
+    assert (directory / "client.key").is_file() is with_client
+    return ProbeResult(True, True, "Accepted" if with_client else "NotConfigured")
 
 
 def run(
@@ -88,7 +97,13 @@ def test_apply_writes_the_files_and_reports_ready(tmp_path: Path, host: apply.Ho
     docker = host.host_root / "etc/docker/certs.d" / ADDR
     assert (docker / "client.key").read_bytes() == CLIENT.key_pem
     assert (host.host_root / "etc/containerd/certs.d" / ADDR / "hosts.toml").exists()
-    assert result.status["nodes"] == {"desired": 1, "synced": 1, "summary": "1/1", "outOfSync": []}
+    assert result.status["nodes"] == {
+        "desired": 1,
+        "synced": 1,
+        "summary": "1/1",
+        "outOfSync": [],
+        "verified": 1,
+    }
 
 
 def test_a_failure_after_a_good_run_keeps_the_files_and_the_transition_times(
@@ -235,3 +250,32 @@ def test_apply_insecure_registries_conf_entry_is_a_warning_not_a_failure(
     assert conditions(result)["NodesSynced"] == ("True", "Synced")
     synced = next(c for c in result.status["conditions"] if c["type"] == "NodesSynced")
     assert "insecure" in synced["message"]
+
+
+def test_apply_probe_failure_is_nodes_verified_false_and_not_ready(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    seen: list[tuple[str, Path, bool]] = []
+
+    def unreachable(address: str, directory: Path, with_client: bool) -> ProbeResult:
+        seen.append((address, directory, with_client))
+        return ProbeResult(False, False, "NotTested", "Unreachable", "cannot connect")
+
+    host.prober = unreachable
+    result = run(write_manifests(tmp_path), host, StubNetwork(OLD))
+    assert conditions(result)["NodesVerified"] == ("False", "Unreachable")
+    assert conditions(result)["Ready"] == ("False", "Unreachable")
+    assert seen == [(ADDR, host.host_root / f"etc/docker/certs.d/{ADDR}", True)]
+
+
+def test_apply_with_verify_nodes_false_does_not_probe(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    def never(address: str, directory: Path, with_client: bool) -> ProbeResult:
+        raise AssertionError("probed although spec.verify.nodes is false")
+
+    host.prober = never
+    manifest = write_manifests(tmp_path, verify={"nodes": False})
+    result = run(manifest, host, StubNetwork(OLD))
+    assert result.ready
+    assert "NodesVerified" not in conditions(result)

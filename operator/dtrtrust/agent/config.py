@@ -31,6 +31,8 @@ class Config:
     # node is synced, effective (and verified); "" turns it off. Opt-in on the node side:
     # only nodes registered with the taint have one to remove.
     startup_taint: str = NOT_READY_TAINT
+    # One probe of the registry (connect, TLS, /basic_info) must finish within this.
+    probe_timeout_seconds: float = 5.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
@@ -46,6 +48,9 @@ class Config:
             backoff_seconds=float(env.get("DTRTRUST_AGENT_BACKOFF_SECONDS", cls.backoff_seconds)),
             max_backoff_seconds=float(
                 env.get("DTRTRUST_AGENT_MAX_BACKOFF_SECONDS", cls.max_backoff_seconds)
+            ),
+            probe_timeout_seconds=float(
+                env.get("DTRTRUST_AGENT_PROBE_TIMEOUT_SECONDS", cls.probe_timeout_seconds)
             ),
             startup_taint=env.get("DTRTRUST_AGENT_STARTUP_TAINT", cls.startup_taint),
             config_poll_seconds=float(

@@ -28,6 +28,8 @@ from dtrtrust.contract import (
     DELETION_POLICIES,
     ERROR,
     HASH_ANNOTATION,
+    NODE_PROBE_ANNOTATION,
+    NODE_PROBE_OFF,
     NOT_EFFECTIVE,
     POLICY_ANNOTATION,
     SELECTOR_ANNOTATION,
@@ -57,6 +59,8 @@ class Bundle:
     policy: str
     ca: bytes
     client: tuple[bytes, bytes] | None
+    # Seconds between probes of unchanged files; None: the probe is off for this trust.
+    probe_interval: float | None = None
 
     def dirs(self) -> list[layout.DesiredDir]:
         return layout.desired_dirs(self.addresses, self.targets, self.ca, self.client)
@@ -110,6 +114,13 @@ def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
     policy = str(notes.get(POLICY_ANNOTATION) or "Delete")
     if policy not in DELETION_POLICIES:
         raise BundleError(f"{where}: {POLICY_ANNOTATION} must be Delete or Retain")
+    probe = str(notes.get(NODE_PROBE_ANNOTATION) or NODE_PROBE_OFF)
+    try:
+        probe_interval = None if probe == NODE_PROBE_OFF else max(60.0, float(probe))
+    except ValueError:
+        raise BundleError(
+            f"{where}: {NODE_PROBE_ANNOTATION} must be {NODE_PROBE_OFF!r} or seconds"
+        ) from None
     data = secret.get("data") or {}
     try:
         decoded = {k: base64.b64decode(v, validate=True) for k, v in data.items()}
@@ -130,6 +141,7 @@ def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
         policy=policy,
         ca=ca,
         client=(cert, key) if cert and key else None,
+        probe_interval=probe_interval,
     )
 
 

@@ -44,7 +44,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from dtrtrust import __version__
@@ -61,10 +61,17 @@ from dtrtrust.agent.decisions import (
 )
 from dtrtrust.agent.policies import load_policies, save_policies
 from dtrtrust.agent.report import TrustReport, report_body, same_report
-from dtrtrust.contract import ERROR, MANAGED_BY_SELECTOR, REMOVED, RETAINED, SYNCED
+from dtrtrust.contract import (
+    ERROR,
+    MANAGED_BY_SELECTOR,
+    NOT_EFFECTIVE,
+    REMOVED,
+    RETAINED,
+    SYNCED,
+)
 from dtrtrust.core.backoff import exponential, jittered
 from dtrtrust.core.times import now_rfc3339
-from dtrtrust.node import effective, writer
+from dtrtrust.node import effective, probe, writer
 
 if TYPE_CHECKING:
     from dtrtrust.kube.node import NodeApi
@@ -115,6 +122,8 @@ class Agent:
         # The runtimes' config files as of the last reconcile (path, mtime, size): the
         # effective-trust checks run again as soon as one of them changes.
         self.config_signature: tuple[tuple[str, int, int], ...] = ()
+        # trust -> (content hash, probe result, when the next probe is due)
+        self.probes: dict[str, tuple[str, Mapping[str, object], float]] = {}
         self.taint_kept_for: list[str] = []  # why the startup taint stays (logged on change)
 
     # --- watchers (threads) ----------------------------------------------------------
@@ -336,6 +345,7 @@ class Agent:
                 )
             else:
                 log.debug("trust %s: %d directories unchanged", trust, len(result.dirs))
+            report = self._with_probe(action.bundle, report)
             if report.state != SYNCED and self.reports.get(trust) != report:
                 log.warning("trust %s: %s: %s", trust, report.state, report.message)
             self.reports[trust] = report
@@ -373,6 +383,42 @@ class Agent:
             log.log(level, "trust %s: %s", trust, message)
         self.reports[trust] = report
 
+    def _with_probe(self, bundle: Bundle, report: TrustReport) -> TrustReport:
+        """``report`` with the per-node probe's result: run with exactly the files just
+        written, at most once per content hash and per the trust's probe interval (with
+        jitter, so the nodes of a cluster do not probe in step), and only when the files
+        are in place and the probe is on."""
+        if bundle.probe_interval is None or report.state not in (SYNCED, NOT_EFFECTIVE):
+            self.probes.pop(bundle.trust, None)
+            return report
+        now = self.clock()
+        previous = self.probes.get(bundle.trust)
+        if previous is not None and previous[0] == bundle.content_hash and now < previous[2]:
+            return replace(report, probe=previous[1])
+        first = bundle.dirs()[0]
+        directory = self.config.host_root / str(first.path)
+        result = probe.probe(
+            first.address,
+            directory,
+            with_client=bundle.client is not None,
+            timeout=self.config.probe_timeout_seconds,
+        )
+        if result.ok:
+            log.info("trust %s: probe of %s from this node passed", bundle.trust, first.address)
+        else:
+            log.warning("trust %s: probe: %s: %s", bundle.trust, result.reason, result.message)
+        found = result.to_dict(now_rfc3339())
+        self.probes[bundle.trust] = (
+            bundle.content_hash,
+            found,
+            now + jittered(bundle.probe_interval),
+        )
+        return replace(report, probe=found)
+
+    def verified(self) -> dict[str, bool]:
+        """Per trust with the probe on: whether its last probe passed."""
+        return {trust: "reason" not in found for trust, (_hash, found, _at) in self.probes.items()}
+
     def untaint(self) -> bool:
         """Remove the startup taint from this Node once every trust that selects it is
         synced and effective here (see :func:`taint_blockers`). True when it was removed.
@@ -391,7 +437,7 @@ class Agent:
             return False
         if not any(t.get("key") == key for t in taints):
             return False
-        blockers = taint_blockers(bundles, labels, self.reports)
+        blockers = taint_blockers(bundles, labels, self.reports, verified=self.verified())
         if blockers:
             if blockers != self.taint_kept_for:
                 log.info("keeping the startup taint %s: %s", key, "; ".join(blockers))
