@@ -13,160 +13,41 @@ small one on tests/tlsserver.py that requires a client certificate issued by the
 
 from __future__ import annotations
 
-import base64
-import gzip
-import hashlib
-import io
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
-import tarfile
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import miniregistry
 import pytest
-import yaml
 from helpers import run_dtrtrust
+from miniregistry import REPO, TAG, conditions, root_or_skip, trust_manifests, wait
 
-from certfactory import make_ca, make_leaf
-from conftest import STRICT, require_binaries
-from tlsserver import Response, TLSServer, valid_now
+from tlsserver import TLSServer
 
 pytestmark = [pytest.mark.registry, pytest.mark.slow]
 
 DOCKER = "/usr/bin/docker"
-REPO, TAG = "dtrtrust/demo", "1"
-BOUNDED_WAIT = 60.0
-
-
-def _wait(check: Any, what: str, deadline: float = BOUNDED_WAIT) -> Any:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.2)
-    pytest.fail(f"{what} did not happen within {deadline:.0f} s", pytrace=False)
-
-
-def _root_or_skip() -> None:
-    if os.geteuid() != 0:
-        if STRICT:
-            pytest.fail("the real-dockerd test needs root (network and mount namespaces)")
-        pytest.skip("needs root (network and mount namespaces)")
 
 
 # ------------------------------------------------------------------------- the network
 
 
-@pytest.fixture
-def address() -> Iterator[str]:
-    """A non-loopback address of this host on a veth pair created here (and removed)."""
-    _root_or_skip()
-    require_binaries("ip", "unshare", "dockerd")
-    tag = f"{random.randrange(16**6):06x}"
-    netns, here, there = f"dtrt-{tag}", f"dtrt{tag}a", f"dtrt{tag}b"
-    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    subnets = [n for n in range(0, 256, 4) if f"10.213.{n // 4}." not in used]
-    third = random.choice(subnets) // 4
-    mine, peer = f"10.213.{third}.1", f"10.213.{third}.2"
-    steps = [
-        ["ip", "netns", "add", netns],
-        ["ip", "link", "add", here, "type", "veth", "peer", "name", there],
-        ["ip", "link", "set", there, "netns", netns],
-        ["ip", "addr", "add", f"{mine}/30", "dev", here],
-        ["ip", "link", "set", here, "up"],
-        ["ip", "-n", netns, "addr", "add", f"{peer}/30", "dev", there],
-        ["ip", "-n", netns, "link", "set", there, "up"],
-    ]
-    try:
-        for step in steps:
-            subprocess.run(step, check=True, capture_output=True)
-        yield mine
-    finally:
-        subprocess.run(["ip", "link", "del", here], capture_output=True)
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+# A non-loopback address on a veth pair this test creates (dockerd's loopback rule).
+address = miniregistry.veth_address
 
 
 # ------------------------------------------------------------------------ the registry
 
-ROOT = make_ca("dockerd test root")
-CLIENT = make_leaf("dockerd test node", ROOT, sans=[], eku=["clientAuth"], **valid_now())
-
-
-def _image() -> dict[str, tuple[str, bytes]]:
-    """A one-layer docker schema2 image: path -> (media type, bytes)."""
-    tar_buf = io.BytesIO()
-    with tarfile.open(fileobj=tar_buf, mode="w") as tar:
-        body = b"pulled through certs.d\n"
-        info = tarfile.TarInfo("hello.txt")
-        info.size, info.mtime = len(body), 0
-        tar.addfile(info, io.BytesIO(body))
-    layer_tar = tar_buf.getvalue()
-    layer = gzip.compress(layer_tar, mtime=0)
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{_sha(layer_tar)}"]},
-        }
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {
-                "mediaType": "application/vnd.docker.container.image.v1+json",
-                "size": len(config),
-                "digest": f"sha256:{_sha(config)}",
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-                    "size": len(layer),
-                    "digest": f"sha256:{_sha(layer)}",
-                }
-            ],
-        }
-    ).encode()
-    kind = "application/vnd.docker.distribution.manifest.v2+json"
-    return {
-        f"/v2/{REPO}/manifests/{TAG}": (kind, manifest),
-        f"/v2/{REPO}/manifests/sha256:{_sha(manifest)}": (kind, manifest),
-        f"/v2/{REPO}/blobs/sha256:{_sha(config)}": ("application/octet-stream", config),
-        f"/v2/{REPO}/blobs/sha256:{_sha(layer)}": ("application/octet-stream", layer),
-    }
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
 
 @pytest.fixture
 def registry(address: str) -> Iterator[TLSServer]:
-    leaf = make_leaf("dockerd test registry", ROOT, sans=[], ip_sans=[address], **valid_now())
-    api = {"Docker-Distribution-API-Version": "registry/2.0"}
-    routes: dict[str, Any] = {"/v2/": Response(body=b"{}", headers=api)}
-    for path, (kind, data) in _image().items():
-        digest = f"sha256:{_sha(data)}"
-        headers = {**api, "Content-Type": kind, "Docker-Content-Digest": digest}
-        routes[path] = Response(body=data, headers=headers)
-    with TLSServer(
-        chain_pem=leaf.chain_pem,
-        key_pem=leaf.key_pem,
-        routes=routes,
-        client_ca_pem=ROOT.cert_pem,
-        require_client_cert=True,
-        host=address,
-    ) as server:
+    with miniregistry.serve(address) as server:
         yield server
 
 
@@ -204,7 +85,7 @@ def host_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def dockerd(tmp_path: Path, host_root: Path) -> Iterator[Dockerd]:
-    _root_or_skip()
+    root_or_skip()
     # Short: containerd's sockets live under the exec-root, and a unix socket path is
     # limited to 104 bytes (pytest's tmp paths are longer).
     run = Path(tempfile.mkdtemp(prefix="dtrt-dockerd-", dir="/tmp"))
@@ -232,7 +113,7 @@ def dockerd(tmp_path: Path, host_root: Path) -> Iterator[Dockerd]:
                 pytest.fail(f"dockerd exited:\n{log.read_text()[-3000:]}", pytrace=False)
             return sock.exists() and daemon.docker("version", timeout=10).returncode == 0
 
-        _wait(up, "dockerd answering on its socket")
+        wait(up, "dockerd answering on its socket")
         yield daemon
     finally:
         # exec: the PID we started is dockerd itself; it stops its managed containerd.
@@ -245,48 +126,12 @@ def dockerd(tmp_path: Path, host_root: Path) -> Iterator[Dockerd]:
         shutil.rmtree(run, ignore_errors=True)
 
 
-def _manifests(tmp_path: Path, address: str) -> Path:
-    docs = [
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/tls",
-            "metadata": {"name": "node-client"},
-            "data": {
-                "tls.crt": base64.b64encode(CLIENT.chain_pem).decode(),
-                "tls.key": base64.b64encode(CLIENT.key_pem).decode(),
-            },
-        },
-        {
-            "apiVersion": "dtrtrust.io/v1alpha1",
-            "kind": "DTRTrust",
-            "metadata": {"name": "dockerd"},
-            "spec": {
-                "registry": address,
-                "ca": {"pem": ROOT.cert_pem.decode()},
-                "clientCertificate": {"secretRef": {"name": "node-client"}},
-                "targets": ["docker"],
-                # This registry has no DTR /basic_info; the node probe falls back to /v2/.
-                "verify": {"tls": True, "clientAuth": False},
-            },
-        },
-    ]
-    path = tmp_path / "trust.yaml"
-    path.write_text(yaml.safe_dump_all(docs))
-    return path
-
-
-def _conditions(stdout: str) -> dict[str, dict[str, str]]:
-    [doc] = list(yaml.safe_load_all(stdout))
-    return {c["type"]: c for c in doc["status"]["conditions"]}
-
-
 def test_dockerd_uses_certs_d_for_a_secure_registry_and_ignores_it_for_an_insecure_one(
     tmp_path: Path, host_root: Path, registry: TLSServer, dockerd: Dockerd
 ) -> None:
     address = registry.address
     image = f"{address}/{REPO}:{TAG}"
-    manifests = _manifests(tmp_path, address)
+    manifests = trust_manifests(tmp_path, address, ["docker"])
 
     # Secure (daemon.json without insecure-registries): apply is Ready, dockerd pulls with
     # the client certificate from /etc/docker/certs.d/<address>/.
@@ -304,11 +149,11 @@ def test_dockerd_uses_certs_d_for_a_secure_registry_and_ignores_it_for_an_insecu
     daemon_json.write_text(json.dumps({"insecure-registries": [address]}) + "\n")
     result = run_dtrtrust("apply", "-f", manifests, "--host-root", host_root)
     assert result.returncode == 1, result.stdout + result.stderr
-    synced = _conditions(result.stdout)["NodesSynced"]
+    synced = conditions(result.stdout)["NodesSynced"]
     assert synced["reason"] == "NotEffective"
     assert "/etc/docker/daemon.json" in synced["message"]
     dockerd.reload()
-    _wait(lambda: address in dockerd.docker("info").stdout, "dockerd reloaded daemon.json")
+    wait(lambda: address in dockerd.docker("info").stdout, "dockerd reloaded daemon.json")
     with_cert = sum(r.client_cert is not None for r in registry.requests)
     refused = dockerd.docker("pull", image)
     assert refused.returncode != 0, refused.stdout
