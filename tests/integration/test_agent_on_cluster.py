@@ -520,7 +520,9 @@ def test_startup_taint_is_removed_only_once_the_trust_is_in_place_and_effective(
         'config_path = "/etc/containerd/certs.d"\n'
     )
     eventually(lambda: TAINT["key"] not in taint_keys(core, node), "startup taint removed")
-    assert report(custom, node)[name]["state"] == "Synced"
+    # The agent removes the taint right after the sync that made the trust effective and
+    # publishes that report just after.
+    eventually(lambda: report(custom, node)[name]["state"] == "Synced", "Synced reported")
     assert (cert_dir(agent, target="containerd") / "ca.crt").is_file()
     taints = core.read_node(node).spec.taints or []
     assert [(t.key, t.value, t.effect) for t in taints if t.key == OTHER_TAINT["key"]] == [
