@@ -581,3 +581,42 @@ def test_deleted_node_object_touches_no_files_and_a_deleted_report_comes_back(
     eventually(lambda: agent.log_text().count("touching no files") >= 1, "the agent held")
     assert (cert_dir(agent) / "ca.crt").is_file()
     assert "removed" not in agent.log_text().split("does not exist", 1)[1]
+
+
+def test_a_node_that_cannot_reach_the_registry_is_nodes_verified_unreachable(
+    custom: client.CustomObjectsApi,
+    nodes: Callable[..., str],
+    agents: Callable[[str], AgentProcess],
+    trusts: Callable[..., str],
+    run_id: str,
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the node's probe cannot connect
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    node = nodes("u")
+    agents(node)
+    name = trusts(
+        f"agent-probe-{run_id}",
+        registry=closed,
+        targets=["containers"],
+        verify={"tls": False, "nodes": True},
+        nodeSelector={"dtrtrust-test": run_id},
+    )
+
+    def unreachable() -> dict[str, Any] | None:
+        obj = dict(custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name))
+        conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        cond = conds.get("NodesVerified", {})
+        return (
+            {**cond, "ready": conds.get("Ready")} if cond.get("reason") == "Unreachable" else None
+        )
+
+    cond = eventually(unreachable, "NodesVerified Unreachable")
+    assert cond["status"] == "False"
+    assert node in cond["message"]
+    assert cond["ready"]["status"] == "False"  # never "fine"
+    entry: dict[str, Any] = report(custom, node)[name]  # the probe is a nested object
+    assert (entry["probe"]["reachable"], entry["probe"]["tlsVerified"]) == (False, False)
+    assert report(custom, node)[name]["state"] == "Synced"  # the files are in place
