@@ -90,3 +90,12 @@ def test_nodes_verified_false_makes_ready_false() -> None:
     _, cond = nodes_verified(["n1"], {"n1": DOWN})
     ready = conditions.ready([conditions.ok(conditions.NODES_SYNCED, "Synced", ""), cond])
     assert (ready.status, ready.reason) == ("False", "Unreachable")
+
+
+def test_a_passed_probe_note_reaches_the_nodes_verified_message() -> None:
+    from dtrtrust.core.status import nodes_verified
+
+    note = {**OK_PROBE, "clientCertificate": "NotConfigured", "message": "v2 answered 403"}
+    _, cond = nodes_verified(["n1"], {"n1": note})
+    assert cond.status == "True"
+    assert "node n1: v2 answered 403" in cond.message

@@ -140,3 +140,15 @@ def test_closed_port_is_unreachable_never_fine(tmp_path: Path) -> None:
 def test_missing_files_are_reported_not_raised(tmp_path: Path) -> None:
     got = probe("127.0.0.1:1", tmp_path / "nowhere", with_client=True)
     assert got.reason == "InvalidCertificate"
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_without_a_client_pair_an_anonymous_refusal_is_named_but_not_a_failure(
+    tmp_path: Path, status: int
+) -> None:
+    with serve() as server:
+        server.routes["/v2/"] = lambda request: Response.json({}, status=status)
+        got = probe(server.address, files(tmp_path, client=None), with_client=False)
+    assert got.ok
+    assert f"HTTP {status}" in got.message
+    assert "spec.clientCertificate" in got.message

@@ -69,10 +69,18 @@ def nodes_verified(
     verified = [n for n in verified if not (probes.get(n) or {}).get("reason")]
     summary = f"{len(verified)}/{len(desired)}"
     if len(verified) == len(desired):
+        # A passed probe can still carry a note (no client certificate, and the registry
+        # refuses anonymous requests): the admin should see which case it is.
+        notes = [
+            f"node {n}: {found['message']}"
+            for n in verified
+            if (found := probes.get(n) or {}).get("message")
+        ]
         return len(verified), conditions.ok(
             conditions.NODES_VERIFIED,
             "Verified",
-            f"{summary} node(s) reached the registry with exactly the files they hold.",
+            f"{summary} node(s) reached the registry with exactly the files they hold."
+            + (f" Note: {notes[0]}." if notes else ""),
         )
     failed = [(n, probes.get(n) or {}) for n in desired if (probes.get(n) or {}).get("reason")]
     if failed:

@@ -267,7 +267,19 @@ def _without_client(sock: ssl.SSLSocket, address: str, deadline: _Deadline) -> P
             f"{address} answered HTTP {status} without a client certificate: it requires "
             "one; set spec.clientCertificate",
         )  # fmt: skip
-    return ProbeResult(True, True, NOT_CONFIGURED, "", "no client certificate is needed")
+    if status in (401, 403):
+        # Token or password auth answers 401 as well, so this is not a failure; but say
+        # it, so an admin can tell "not needed" from "wanted" (nginx's optional client
+        # verification answers 403 without one).
+        return ProbeResult(
+            True, True, NOT_CONFIGURED, "",
+            f"no client certificate is configured and {address}/v2/ answered HTTP {status} "
+            "without one: if pulls are refused, the registry may want spec.clientCertificate",
+        )  # fmt: skip
+    return ProbeResult(
+        True, True, NOT_CONFIGURED, "",
+        f"no client certificate is configured and {address} does not ask for one",
+    )  # fmt: skip
 
 
 def _verification_failure(
