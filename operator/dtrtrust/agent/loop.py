@@ -16,6 +16,10 @@ repair drift, makes the node's files match:
 * after each sync the runtimes' config files are checked
   (:mod:`dtrtrust.node.effective`); a runtime that would ignore the files makes the
   trust ``NotEffective``, and a change of those files re-runs the checks at once;
+* with the probe on (``dtrtrust.io/node-probe``), the registry is probed with exactly the
+  files written (:mod:`dtrtrust.node.probe`), once per content hash and probe interval;
+* once every trust selecting the node is synced, effective and verified, the opt-in
+  startup taint ``dtrtrust.io/not-ready`` is removed from the Node;
 * a trust whose Secret is gone is removed with deletionPolicy ``Delete`` and kept
   with ``Retain``. The policy is the one of the last Secret seen, remembered in
   ``<host root>/.dtrtrust/agent.json`` so a restart after the deletion still knows.

@@ -2,7 +2,8 @@
 
 The agent runs on every node, so it stays small: no ``kubernetes`` client, no kopf.
 This module only moves JSON: list and watch the bundle Secrets and the agent's own
-Node, and read/write its DTRTrustNode report. What the agent does with them is in
+Node, read/write its DTRTrustNode report, and remove the Node's startup taint (a JSON
+patch guarded by a ``test`` op). What the agent does with them is in
 :mod:`dtrtrust.agent`.
 
 Watches are resourceVersion based: list once, then watch from the list's version;
