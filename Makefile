@@ -101,4 +101,4 @@ bench: $(STAMP) kube-binaries
 	$(PY) bench/agent_latency.py --changes 300
 
 clean:
-	rm -rf $(VENV) _demo .work
+	rm -rf $(VENV) _demo _demo-cluster .work

@@ -158,33 +158,11 @@ def registry(node: Node) -> Iterator[dtrstack.Stack]:
         stack.stop()
 
 
-def write_install_kustomization(directory: Path, image: str, digest: str) -> Path:
-    """What an admin writes: a kustomization of their own that uses ``deploy/`` and a copy of
-    ``deploy/overlays/image`` with their image (here: the one built from ./Dockerfile)."""
-    component = yaml.safe_load((ROOT / "deploy/overlays/image/kustomization.yaml").read_text())
-    (entry,) = component["images"]
-    entry["newName"] = image
-    entry["digest"] = digest
-    (directory / "image").mkdir(parents=True, exist_ok=True)
-    (directory / "image/kustomization.yaml").write_text(yaml.safe_dump(component))
-    install = directory / "install"
-    install.mkdir(exist_ok=True)
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        # kustomize takes relative paths only.
-        "resources": [os.path.relpath(ROOT / "deploy", install)],
-        "components": ["../image"],
-    }
-    (install / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    return install
-
-
 @pytest.fixture(scope="package")
 def installed(node: Node) -> Node:
     """dtrtrust installed with ``kubectl apply -k``, its operator Deployment Available."""
     repository = node.images.project_ref.rpartition(":")[0]
-    install = write_install_kustomization(
+    install = nodeharness.install_kustomization(
         node.run_dir / "kustomize", repository, node.project_digest
     )
     started = time.monotonic()

@@ -832,6 +832,30 @@ def _exe_of(component: Component) -> str:
     return argv[0]
 
 
+def install_kustomization(directory: Path, image: str, digest: str) -> Path:
+    """What an admin writes: a kustomization of their own that uses ``deploy/`` and a copy of
+    ``deploy/overlays/image`` with their image (here: the one built from ./Dockerfile)."""
+    component = yaml.safe_load(
+        (PROJECT_ROOT / "deploy/overlays/image/kustomization.yaml").read_text()
+    )
+    (entry,) = component["images"]
+    entry["newName"] = image
+    entry["digest"] = digest
+    (directory / "image").mkdir(parents=True, exist_ok=True)
+    (directory / "image/kustomization.yaml").write_text(yaml.safe_dump(component))
+    install = directory / "install"
+    install.mkdir(exist_ok=True)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        # kustomize takes relative paths only.
+        "resources": [os.path.relpath(PROJECT_ROOT / "deploy", install)],
+        "components": ["../image"],
+    }
+    (install / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return install
+
+
 # --- one node cluster per machine ---------------------------------------------------------
 
 
