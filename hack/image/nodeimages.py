@@ -369,6 +369,19 @@ class Builder:
                 ],
             )
         self._export(images.project_ref, images.project_archive)
+        # The archive is what the node imports: buildah's copies (and the build stages)
+        # would only pile up in the cache with every change of the tree.
+        repository = images.project_ref.rpartition(":")[0]
+        listed = subprocess.run(
+            [*self.buildah, "images", "--format", "{{.Name}}:{{.Tag}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for ref in listed.stdout.split():
+            if ref.rpartition(":")[0] == repository:
+                subprocess.run([*self.buildah, "rmi", ref], capture_output=True, check=False)
+        subprocess.run([*self.buildah, "rmi", "--prune"], capture_output=True, check=False)
         self.timed("dtrtrust", started)
 
     def pause(self, images: NodeImages) -> None:
@@ -479,6 +492,27 @@ def _say(message: str) -> None:
     print(f"[node-images] {message}", file=sys.stderr, flush=True)
 
 
+#: How many builds of each kind stay in the cache (worktrees of one machine share it).
+KEEP = 3
+
+
+def prune(images_dir: Path, keep: int = KEEP) -> None:
+    """Drop all but the ``keep`` newest archives and wheelhouses of each kind."""
+    for pattern in ("dtrtrust-*.oci.tar", "python-base-*.oci.tar", "pause-*.oci.tar"):
+        _drop_old(sorted(images_dir.glob(pattern), key=lambda p: p.stat().st_mtime), keep)
+    for pattern in ("wheelhouse-*", "workload-*"):
+        dirs = [p for p in images_dir.glob(pattern) if p.is_dir()]
+        _drop_old(sorted(dirs, key=lambda p: p.stat().st_mtime), keep)
+
+
+def _drop_old(paths: list[Path], keep: int) -> None:
+    for old in paths[:-keep] if keep else paths:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
 def build(root: Path = ROOT, cache: Path | None = None) -> tuple[NodeImages, dict[str, float]]:
     """Build every missing image of this tree's set; returns the set and step timings."""
     cache = cache or cache_dir()
@@ -488,10 +522,13 @@ def build(root: Path = ROOT, cache: Path | None = None) -> tuple[NodeImages, dic
     if os.geteuid() != 0:
         raise BuildError("building the node images needs root (mmdebstrap, buildah)")
     (cache / "images").mkdir(parents=True, exist_ok=True)
-    builder = Builder(root, cache, cache / "images" / "build.log")
+    log = cache / "images" / "build.log"
+    log.write_text("")  # this build's steps only
+    builder = Builder(root, cache, log)
     builder.base(images)
     builder.project(images)
     builder.pause(images)
+    prune(cache / "images")
     return images, builder.timings
 
 
