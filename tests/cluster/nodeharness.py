@@ -61,7 +61,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -368,6 +367,12 @@ class NodeCluster:
         self._start_scheduler(pki, tie_to_parent)
         self._wait_node_ready(remaining())
         self._wait_service_routed(remaining())
+        kubeharness.wait_until(
+            lambda: https_ok(f"https://127.0.0.1:{self.scheduler_port}/healthz"),
+            self._component("kube-scheduler"),
+            "healthy",
+            remaining(),
+        )
         self.timings["node ready"] = time.monotonic() - t
         self.timings["total"] = time.monotonic() - began
 
@@ -1161,7 +1166,3 @@ def https_ok(url: str) -> bool:
             return int(resp.status) == 200
     except OSError:
         return False
-
-
-if __name__ == "__main__":  # pragma: no cover
-    print(__doc__, file=sys.stderr)
