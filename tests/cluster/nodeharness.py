@@ -1100,7 +1100,7 @@ class EgressWatch:
             inodes = _socket_inodes(pid)
             if not inodes:
                 continue
-            for peer, inode in _peers(pid):
+            for peer, inode in peers(pid):
                 if inode in inodes and not self.network.allowed(peer.rsplit(":", 1)[0]):
                     self.seen.setdefault(peer, _comm(pid))
 
@@ -1116,7 +1116,7 @@ def _socket_inodes(pid: int) -> set[str]:
     return found
 
 
-def _peers(pid: int) -> Iterator[tuple[str, str]]:
+def peers(pid: int) -> Iterator[tuple[str, str]]:
     """(peer "ip:port", socket inode) of every TCP/UDP socket in ``pid``'s network
     namespace that has a peer."""
     for name, family in (("tcp", 4), ("udp", 4), ("tcp6", 6), ("udp6", 6)):

@@ -136,6 +136,24 @@ def test_agent_sees_exactly_its_host_paths_with_containerd_config_read_only(
     }
 
 
+def test_operator_and_agent_reach_the_api_server_through_the_kubernetes_service(
+    installed: Node,
+) -> None:
+    # No cluster DNS here: in-cluster clients (kopf, pykube-ng) take the Service's ClusterIP
+    # from KUBERNETES_SERVICE_HOST, which the kubelet sets even with enableServiceLinks off;
+    # kube-proxy's DNAT sends it to the API server on the node's bridge.
+    node = installed
+    service = f"{node.cluster.network.service_ip}:443"
+    for container in ("operator", "agent"):
+        pid = _container_pid(node, container)
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert f"KUBERNETES_SERVICE_HOST={node.cluster.network.service_ip}".encode() in environ
+        deadline = time.monotonic() + 30
+        while service not in {peer for peer, _ in nodeharness.peers(pid)}:
+            assert time.monotonic() < deadline, f"{container} holds no connection to {service}"
+            time.sleep(0.5)
+
+
 def test_namespace_carries_the_pod_security_labels_and_the_operator_meets_restricted(
     installed: Node,
 ) -> None:
