@@ -122,18 +122,23 @@ def test_agent_sees_exactly_its_host_paths_with_containerd_config_read_only(
     installed: Node,
 ) -> None:
     node = installed
+    daemonset = node.kubectl_json("-n", NAMESPACE, "get", "daemonset", "dtrtrust-agent")
+    spec = daemonset["spec"]["template"]["spec"]
+    host_volumes = {v["name"] for v in spec["volumes"] if "hostPath" in v}
+    (agent,) = spec["containers"]
+    declared = {
+        m["mountPath"]: ("ro" if m.get("readOnly") else "rw")
+        for m in agent["volumeMounts"]
+        if m["name"] in host_volumes
+    }
+    assert declared["/host/etc/containerd"] == "ro"
+    assert declared["/host/etc/containerd/certs.d"] == "rw"
+    # What the kubelet and runc really mounted under /host: exactly those, no more.
     mounts = _mounts(_container_pid(node, "agent"))
-    host = {
+    seen = {
         m: ("ro" if "ro" in opts else "rw") for m, opts in mounts.items() if m.startswith("/host")
     }
-    assert host == {
-        "/host/etc/docker/certs.d": "rw",
-        "/host/etc/containers/certs.d": "rw",
-        "/host/etc/containerd": "ro",
-        "/host/etc/containerd/certs.d": "rw",
-        "/host/root/.docker/tls": "rw",
-        "/host/.dtrtrust": "rw",
-    }
+    assert seen == declared
 
 
 def test_operator_and_agent_reach_the_api_server_through_the_kubernetes_service(
