@@ -141,7 +141,9 @@ def node() -> Iterator[Node]:
     finally:
         egress.stop()
         cluster.stop()
+        # Keep the logs; the images and etcd's data (hundreds of MB) go.
         shutil.rmtree(cluster.node_root / "var/lib/containerd", ignore_errors=True)
+        shutil.rmtree(cluster.control_plane.run_dir / "etcd", ignore_errors=True)
 
 
 @pytest.fixture(scope="package")
