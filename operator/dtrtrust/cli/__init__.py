@@ -111,7 +111,9 @@ def cmd_p12(args: argparse.Namespace) -> int:
         pair = validate_client_pair(cert, key, now=dt.datetime.now(dt.UTC))
         for warning in pair.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        blob = to_pkcs12(cert, key, ca, password=_password(args), name=args.name)
+        blob = to_pkcs12(
+            cert, key, ca, password=_password(args), name=args.name, legacy=args.legacy
+        )
     except CertError as exc:
         raise UsageError(exc.message) from None
     out = Path(args.output)
@@ -233,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT.p12")
     p.add_argument("--name", default="dtrtrust client", help="friendly name shown on import")
     p.add_argument("--password-file", metavar="FILE", help="read the password from FILE")
+    p.add_argument(
+        "--legacy",
+        action="store_true",
+        help="the older encryption (3DES, SHA-1 MAC) that macOS Keychain and older Windows "
+        "import; the default (AES-256, SHA-256) is for browsers, Linux and current Windows",
+    )
     p.set_defaults(func=cmd_p12)
 
     p = sub.add_parser("operator", allow_abbrev=False, help="run the Kubernetes operator (kopf)")
