@@ -764,9 +764,7 @@ def test_pkcs12_uses_pbes2_with_aes_256() -> None:
 
 
 def test_pkcs12_legacy_uses_3des_and_a_sha1_mac_that_keychain_imports() -> None:
-    blob = to_pkcs12(
-        CLIENT.cert_pem, CLIENT.key_pem, None, password=b"pw", name="c", legacy=True
-    )
+    blob = to_pkcs12(CLIENT.cert_pem, CLIENT.key_pem, None, password=b"pw", name="c", legacy=True)
     assert _der_oid("1.2.840.113549.1.12.1.3") in blob  # pbeWithSHAAnd3-KeyTripleDES-CBC
     assert _der_oid("1.3.14.3.2.26") in blob  # SHA-1, the MAC's digest
     assert _der_oid("1.2.840.113549.1.5.13") not in blob  # no PBES2

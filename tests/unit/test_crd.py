@@ -81,8 +81,11 @@ def test_no_crd_category_is_also_a_resource_name_kubectl_would_expand() -> None:
     names = {
         n
         for crd in crds
-        for n in (crd["spec"]["names"]["plural"], crd["spec"]["names"]["singular"])
-        + tuple(crd["spec"]["names"].get("shortNames", []))
+        for n in (
+            crd["spec"]["names"]["plural"],
+            crd["spec"]["names"]["singular"],
+            *crd["spec"]["names"].get("shortNames", []),
+        )
     }
     categories = {c for crd in crds for c in crd["spec"]["names"].get("categories", [])}
     assert categories == {"dtrtrust-all"}
