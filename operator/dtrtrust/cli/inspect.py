@@ -33,7 +33,14 @@ from dtrtrust.core.chain import (
 )
 from dtrtrust.core.errors import CertError
 from dtrtrust.core.fingerprints import pin_line
-from dtrtrust.core.network import CLIENT_CERT_AUTHN, FetchError, VerifyError, default_ca_url
+from dtrtrust.core.network import (
+    CLIENT_CERT_AUTHN,
+    NO_BASIC_INFO,
+    FetchError,
+    VerifyError,
+    default_ca_url,
+    harbor_ca_url,
+)
 from dtrtrust.core.pem import parse_certificates
 from dtrtrust.net.fetch import fetch_ca
 from dtrtrust.net.transport import network_cause
@@ -121,6 +128,15 @@ def inspect_registry(
         ca_certs = parse_certificates(fetched.pem, source=ca_url)
     except (FetchError, CertError) as err:
         ca_error = err.message
+    if ca_error is not None and ca_url == default_ca_url(registry):
+        # Not DTR / MSR 2-3? Harbor-based MSR 4 serves its CA elsewhere.
+        try:
+            harbor = harbor_ca_url(registry)
+            fetched = fetch_ca(harbor, pins=(), insecure_skip_pinning=True, timeout=timeout)
+            ca_pem, ca_url, ca_error = fetched.pem, harbor, None
+            ca_certs = parse_certificates(fetched.pem, source=ca_url)
+        except (FetchError, CertError):
+            pass  # report the error of the default URL
 
     served: list[x509.Certificate] = []
     connect_error: str | None = None
@@ -213,6 +229,12 @@ def _probes(registry: str, client: tuple[bytes, bytes] | None, timeout: float) -
         try:
             info = probe_basic_info(registry, client=pair, timeout=timeout)
             error = None if info.status == 200 else f"HTTP {info.status}"
+            if info.status == 404 and info.authn_method is None:
+                error = (
+                    f"{NO_BASIC_INFO}; in its DTRTrust set verify.clientAuth: false"
+                    if pair is not None
+                    else NO_BASIC_INFO
+                )
             probes.append(Probe(pair is not None, info.authn_method, error))
         except (VerifyError, ssl.SSLError) as err:
             probes.append(Probe(pair is not None, None, getattr(err, "message", str(err))))
@@ -295,6 +317,8 @@ def render(report: InspectReport) -> str:
     if report.pin_line:
         out.append("Pin (compare the fingerprint with one obtained out of band, then paste")
         out.append("under spec.ca.fetch):")
+        if report.ca_url != default_ca_url(report.registry):
+            out.append(f"  url: {report.ca_url}")
         out.append(f"  {report.pin_line}")
     else:
         out.append("Pin: none (no certificate could be read from /ca)")
