@@ -59,14 +59,25 @@ def cmd_apply(args: argparse.Namespace) -> int:
         manifests = apply.load_manifests(args.filename)
     except apply.InputError as exc:
         raise UsageError(str(exc)) from None
+    if args.delete and args.dry_run:
+        changes = apply.delete_plan(manifests, opts)
+        print("would change under the host root")
+        print("\n".join(apply.render_changes(changes)))
+        return EXIT_OK
     if args.delete:
         removed = apply.delete_all(manifests, opts)
         for path in removed:
             print(f"removed {path}")
         print(f"{len(removed)} path(s) removed or restored")
         return EXIT_OK
-    results = apply.apply_all(manifests, opts, now=dt.datetime.now(dt.UTC), network=LiveNetwork())
-    sys.stdout.write(apply.render(results))
+    results = apply.apply_all(
+        manifests, opts, now=dt.datetime.now(dt.UTC), network=LiveNetwork(), dry_run=args.dry_run
+    )
+    if args.dry_run:
+        text = apply.render_plan(results) if args.output is None else None
+        sys.stdout.write(text or apply.render(results, args.output))
+        return EXIT_OK if all(r.changes is not None for r in results) else EXIT_NOT_READY
+    sys.stdout.write(apply.render(results, args.output or "yaml"))
     for r in results:
         if not r.ready:
             ready = next(c for c in r.status["conditions"] if c["type"] == "Ready")
@@ -81,8 +92,30 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from dtrtrust.cli import inspect
 
     report = inspect.inspect_registry(args.url, _client_pair(args), timeout=args.timeout)
-    sys.stdout.write(inspect.render(report))
+    sys.stdout.write(
+        inspect.render(report) if args.output is None else inspect.render_data(report, args.output)
+    )
     return EXIT_OK if inspect.healthy(report) else EXIT_NOT_READY
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from dtrtrust.cli import apply
+
+    opts = apply.HostOptions(host_root=Path(args.host_root))
+    rows = apply.status_rows(apply.recorded_states(opts))
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.output == "yaml":
+        sys.stdout.write(yaml.safe_dump(rows, sort_keys=False))
+    elif not rows:
+        print(f"no trust has been applied on this host (no state in {opts.state_dir})")
+    else:
+        sys.stdout.write(apply.render_status_table(rows))
+    return EXIT_OK if all(r["ready"] == "True" for r in rows) else EXIT_NOT_READY
 
 
 def _password(args: argparse.Namespace) -> bytes:
@@ -374,6 +407,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove what these trusts wrote on this host and restore files they had replaced",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run every check, then print which files would be added, replaced or removed, "
+        "and write nothing; exits 0 when every trust would be written",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=("yaml", "json"),
+        help="print the status as YAML (the default) or as one JSON List, for scripts; with "
+        "--dry-run the planned changes are included under dryRun",
+    )
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser(
@@ -394,7 +440,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds allowed for each check (connect, TLS, request, body)",
     )
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=("yaml", "json"),
+        help="print the report as YAML or JSON for scripts instead of text",
+    )
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "status",
+        allow_abbrev=False,
+        parents=[common],
+        help="show the trusts `dtrtrust apply` keeps on this host",
+        description="A table of the trusts `dtrtrust apply` has put on this host, from its "
+        "recorded state: registry, Ready (with its reason), the number of files in place, "
+        "the earliest expiry. Exits 0 when every trust is Ready. Reads only; nothing is "
+        "fetched.",
+    )
+    p.add_argument(
+        "--host-root",
+        default="/",
+        metavar="DIR",
+        help="where the host's / is (default /), as given to apply",
+    )
+    p.add_argument("-o", "--output", choices=("yaml", "json"), help="YAML or JSON for scripts")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
         "p12",

@@ -90,6 +90,7 @@ class InspectReport:
     probes: tuple[Probe, ...]
     pin_line: str | None
     checked_at: dt.datetime
+    pins: tuple[str, ...] = ()  # the fingerprints in pin_line
 
 
 def _target(url_or_address: str) -> tuple[str, str]:
@@ -166,6 +167,7 @@ def inspect_registry(
         probes=probes,
         pin_line=pin_line(pin_fps) if pin_fps else None,
         checked_at=now,
+        pins=tuple(pin_fps),
     )
 
 
@@ -325,4 +327,67 @@ def render(report: InspectReport) -> str:
     return "\n".join(out) + "\n"
 
 
-__all__ = ["CertInfo", "Check", "InspectReport", "Probe", "healthy", "inspect_registry", "render"]
+def _cert_data(info: CertInfo) -> dict[str, object]:
+    return {**info.summary.to_status(), "names": list(info.names)}
+
+
+def _check_data(check: Check) -> dict[str, object]:
+    return {"ok": check.ok, "message": check.message}
+
+
+def report_data(report: InspectReport) -> dict[str, object]:
+    """The report as plain data (camelCase keys, RFC 3339 times), for ``-o yaml|json``."""
+    fetch: dict[str, object] = {}
+    if report.ca_url != default_ca_url(report.registry):
+        fetch["url"] = report.ca_url
+    if report.pins:
+        fetch["pinnedSHA256"] = list(report.pins)
+    return {
+        "registry": report.registry,
+        "caURL": report.ca_url,
+        "caError": report.ca_error,
+        "caCertificates": [_cert_data(c) for c in report.ca_certificates],
+        "connectError": report.connect_error,
+        "servedChain": [_cert_data(c) for c in report.served_chain],
+        "checks": {
+            "hostname": _check_data(report.hostname),
+            "chain": _check_data(report.chain),
+            "docker": _check_data(report.verdict),
+        },
+        "basicInfo": [
+            {
+                "withClientCertificate": p.with_client,
+                "authnMethod": p.authn_method,
+                "error": p.error,
+            }
+            for p in report.probes
+        ],
+        "healthy": healthy(report),
+        # What to paste under spec.ca.fetch (empty when /ca gave nothing to pin).
+        "fetch": fetch,
+        "checkedAt": report.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def render_data(report: InspectReport, output: str) -> str:
+    import json
+
+    data = report_data(report)
+    if output == "json":
+        return json.dumps(data, indent=2) + "\n"
+    import yaml
+
+    return str(yaml.safe_dump(data, sort_keys=False, width=100))
+
+
+__all__ = [
+    "CertInfo",
+    "Check",
+    "InspectReport",
+    "Probe",
+    "healthy",
+    "inspect_registry",
+    "render",
+    "render_data",
+    "report_data",
+]
