@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the DTR-like test registry and the real clients need:
-#   docker-registry (distribution), nginx, skopeo, openssl, containerd (ctr), curl.
+#   docker-registry (distribution), nginx, skopeo, openssl, containerd (ctr), curl; and the
+#   tools of the deploy tests: promtool (prometheus), systemd-analyze (systemd).
 #
 # Idempotent: does nothing when every package is already installed, runs `apt-get update` only
 # when something is missing. The distribution's services are never started: while installing, a
@@ -10,7 +11,9 @@
 set -euo pipefail
 
 # prometheus: only for promtool, which tests the alerting rules in deploy/monitoring.
-PACKAGES=(docker-registry nginx skopeo openssl containerd curl prometheus)
+# systemd: only for systemd-analyze, which verifies the units in deploy/systemd (nothing
+# is started: the policy-rc.d below, and no systemd runs as PID 1 in CI containers).
+PACKAGES=(docker-registry nginx skopeo openssl containerd curl prometheus systemd)
 POLICY=/usr/sbin/policy-rc.d
 
 missing=()

@@ -224,3 +224,28 @@ def test_status_as_json_and_on_a_host_without_state(
     (row,) = json.loads(capsys.readouterr().out)
     assert (row["name"], row["ready"], row["files"]) == ("dtr", "True", "7")
     assert CLIENT.key_pem.decode() not in json.dumps(row)
+
+
+def test_rotation_overlap_across_timer_runs_keeps_the_old_ca_then_drops_it_as_in_the_cluster(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    # What the systemd timer does: the same apply, hours and days apart, while the
+    # registry switches from OLD to NEW (rotationOverlap defaults to 7 days).
+    manifest = write_manifests(tmp_path)
+    ca = host.host_root / DOCKER / "ca.crt"
+    assert _run(manifest, host, StubNetwork(OLD)).ready
+
+    hour = _run(manifest, host, StubNetwork(NEW), now=NOW + dt.timedelta(hours=1))
+    in_overlap = ca.read_bytes()
+    day6 = _run(manifest, host, StubNetwork(NEW), now=NOW + dt.timedelta(days=6))
+    day8 = _run(manifest, host, StubNetwork(NEW), now=NOW + dt.timedelta(days=8))
+
+    assert hour.ready
+    assert day6.ready
+    assert day8.ready
+    assert OLD.cert_pem.strip() in in_overlap
+    assert NEW.cert_pem.strip() in in_overlap
+    assert [p["sha256"] for p in day6.status["bundle"]["previousCAs"]] == [OLD.fingerprint]
+    assert OLD.cert_pem.strip() not in ca.read_bytes()
+    assert NEW.cert_pem.strip() in ca.read_bytes()
+    assert not day8.status["bundle"].get("previousCAs")
