@@ -3,8 +3,10 @@ DTRTrust (singular, plural, short, qualified) works with get, describe, wait, pa
 delete; both documented ways of installing crds/ work; ``-o wide`` and ``kubectl get dtrtn``
 show the columns; conditions merge per type under server-side apply.
 
-No operator runs here: the tests write ``status`` themselves (as the operator would, through
-the status subresource), so what is proven is the CRD and kubectl, not the reconcile.
+The DTRTrusts here are reconciled by the real operator (inline CA, no registry to reach), so
+``kubectl wait`` waits for a real Ready. The keyed-list test writes conditions itself, with
+two field managers, on a copy of the DTRTrust CRD under a group of its own, so the operator
+does not write the same status meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import kubeharness
 import pytest
 import yaml
 
+import certfactory
+from operatorproc import OperatorProcess
+
 pytestmark = pytest.mark.kube
 
 CRDS = kubeharness.PROJECT_ROOT / "crds"
@@ -29,14 +34,20 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+CA = certfactory.make_ca("kubectl test root")
+COPY_GROUP = "kubectl-test.dtrtrust.io"
+
+
 def trust(name: str) -> dict[str, Any]:
+    """A trust the operator makes Ready without a registry: inline CA, no TLS check."""
     return {
         "apiVersion": "dtrtrust.io/v1alpha1",
         "kind": "DTRTrust",
         "metadata": {"name": name},
         "spec": {
-            "registry": "dtr.example.com:4443",
-            "ca": {"fetch": {"pinnedSHA256": ["sha256:" + "ab" * 32]}},
+            "registry": "dtr.kubectl-test.example:4443",
+            "ca": {"pem": CA.cert_pem.decode()},
+            "verify": {"tls": False},
         },
     }
 
@@ -51,11 +62,28 @@ def condition(type_: str, status: str, reason: str, message: str) -> dict[str, s
     }
 
 
+@pytest.fixture(scope="module")
+def crd_copy(kube_admin: Any, kubeconfig_path: Path) -> Iterator[str]:
+    """The DTRTrust CRD of crds/ under another group (schema untouched): its plural."""
+    crd = yaml.safe_load((CRDS / "dtrtrust.io_dtrtrusts.yaml").read_text())
+    crd["metadata"] = {"name": f"dtrtrusts.{COPY_GROUP}"}
+    crd["spec"]["group"] = COPY_GROUP
+    crd["spec"]["names"].pop("shortNames", None)
+    crd["spec"]["names"].pop("categories", None)
+    kubeharness.kubectl(kubeconfig_path, "create", "-f", "-", input_text=json.dumps(crd))
+    try:
+        kubeharness.wait_for_crds_established(kube_admin, [crd["metadata"]["name"]])
+        yield f"dtrtrusts.{COPY_GROUP}"
+    finally:
+        kubeharness.kubectl(kubeconfig_path, "delete", "crd", crd["metadata"]["name"])
+
+
 def apply_status(
-    kubeconfig: Path, name: str, status: dict[str, Any], manager: str = "dtrtrust-tests"
+    kubeconfig: Path, resource: str, name: str, status: dict[str, Any], manager: str
 ) -> None:
     """Server-side apply of ``status`` through the status subresource, as ``manager``."""
-    doc = {"apiVersion": "dtrtrust.io/v1alpha1", "kind": "DTRTrust", "metadata": {"name": name}}
+    group = resource.split(".", 1)[1]
+    doc = {"apiVersion": f"{group}/v1alpha1", "kind": "DTRTrust", "metadata": {"name": name}}
     kubeharness.kubectl(
         kubeconfig,
         *("apply", "--server-side", "--subresource=status", "--validate=false"),
@@ -65,7 +93,9 @@ def apply_status(
 
 
 @pytest.fixture
-def make_trust(kubeconfig_path: Path) -> Iterator[Callable[[], str]]:
+def make_trust(
+    kubeconfig_path: Path, dtrtrust_operator: OperatorProcess
+) -> Iterator[Callable[[], str]]:
     created: list[str] = []
 
     def make() -> str:
@@ -81,6 +111,12 @@ def make_trust(kubeconfig_path: Path) -> Iterator[Callable[[], str]]:
         kubeharness.kubectl(
             kubeconfig_path, "delete", "dtrtrusts.dtrtrust.io", name, "--ignore-not-found"
         )
+
+
+def wait_ready(kubeconfig: Path, resource: str, name: str) -> str:
+    return kubeharness.kubectl(
+        kubeconfig, "wait", "--for=condition=Ready", f"{resource}/{name}", "--timeout=60s"
+    )
 
 
 @pytest.mark.parametrize("how", ["-f", "-k"])
@@ -104,21 +140,14 @@ def test_every_name_of_a_dtrtrust_works_with_get_describe_wait_patch_and_delete(
     kubeconfig_path: Path, make_trust: Callable[[], str], resource: str
 ) -> None:
     name = make_trust()
-    apply_status(
-        kubeconfig_path,
-        name,
-        {"conditions": [condition("Ready", "True", "Ready", "every node holds the bundle")]},
-    )
 
+    waited = wait_ready(kubeconfig_path, resource, name)
     got = kubeharness.kubectl(kubeconfig_path, "get", resource, name, "-o", "name")
     described = kubeharness.kubectl(kubeconfig_path, "describe", resource, name)
-    waited = kubeharness.kubectl(
-        kubeconfig_path, "wait", "--for=condition=Ready", f"{resource}/{name}", "--timeout=30s"
-    )
     kubeharness.kubectl(
         kubeconfig_path,
         *("patch", resource, name, "--type=merge"),
-        *("-p", json.dumps({"spec": {"aliases": ["10.0.0.5:4443"]}})),
+        *("-p", json.dumps({"metadata": {"labels": {"team": "registry"}}})),
     )
     patched = json.loads(kubeharness.kubectl(kubeconfig_path, "get", resource, name, "-o", "json"))
     deleted = kubeharness.kubectl(kubeconfig_path, "delete", resource, name)
@@ -126,11 +155,11 @@ def test_every_name_of_a_dtrtrust_works_with_get_describe_wait_patch_and_delete(
         kubeconfig_path, "get", resource, name, "--ignore-not-found", "-o", "name"
     )
 
+    assert "condition met" in waited
     assert got.strip() == f"dtrtrust.dtrtrust.io/{name}"
     assert f"Name:         {name}" in described
     assert "Kind:         DTRTrust" in described
-    assert "condition met" in waited
-    assert patched["spec"]["aliases"] == ["10.0.0.5:4443"]
+    assert patched["metadata"]["labels"] == {"team": "registry"}
     assert f'"{name}" deleted' in deleted
     assert remaining == ""
 
@@ -166,50 +195,47 @@ def test_wide_output_shows_readys_reason_message_and_the_bundle_secret(
     kubeconfig_path: Path, make_trust: Callable[[], str]
 ) -> None:
     name = make_trust()
-    message = "2 of 3 nodes hold the current bundle: wait, or see kubectl get dtrtn"
-    apply_status(
-        kubeconfig_path,
-        name,
-        {
-            "conditions": [condition("Ready", "False", "Progressing", message)],
-            "bundle": {"secretName": f"dtrtrust-{name}", "notAfter": "2027-01-01T00:00:00Z"},
-            "nodes": {"desired": 3, "synced": 2, "summary": "2/3"},
-        },
+    wait_ready(kubeconfig_path, "dtrtrust", name)
+    ready = next(
+        c
+        for c in json.loads(
+            kubeharness.kubectl(kubeconfig_path, "get", "dtrtrust", name, "-o", "json")
+        )["status"]["conditions"]
+        if c["type"] == "Ready"
     )
 
     plain = _table(kubeharness.kubectl(kubeconfig_path, "get", "dtrtrust", name))
     wide = _table(kubeharness.kubectl(kubeconfig_path, "get", "dtrtrust", name, "-o", "wide"))
 
     assert list(plain[0]) == ["NAME", "REGISTRY", "READY", "NODES", "EXPIRES", "AGE"]
-    assert {k: wide[0][k] for k in ("READY", "NODES", "REASON", "MESSAGE", "SECRET")} == {
-        "READY": "False",
-        "NODES": "2/3",
-        "REASON": "Progressing",
-        "MESSAGE": message,
+    assert {k: wide[0][k] for k in ("READY", "REASON", "MESSAGE", "SECRET")} == {
+        "READY": "True",
+        "REASON": ready["reason"],
+        "MESSAGE": ready["message"],
         "SECRET": f"dtrtrust-{name}",
     }
+    assert ready["message"]
 
 
 def test_conditions_merge_per_type_under_server_side_apply(
-    kubeconfig_path: Path, make_trust: Callable[[], str]
+    kubeconfig_path: Path, crd_copy: str
 ) -> None:
     # Two managers each own one condition: a keyed list keeps both (an atomic list would
     # let the second apply replace the first's), and Argo CD diffs them per type.
-    name = make_trust()
-    apply_status(kubeconfig_path, name, {"conditions": [condition("Ready", "True", "Ready", "ok")]})
-    apply_status(
-        kubeconfig_path,
-        name,
-        {"conditions": [condition("NodesSynced", "True", "Synced", "ok")]},
-        manager="someone-else",
-    )
-    apply_status(
-        kubeconfig_path,
-        name,
-        {"conditions": [condition("Ready", "False", "NodeErrors", "see dtrtn")]},
-    )
+    name = unique("kt")
+    body = trust(name) | {"apiVersion": f"{COPY_GROUP}/v1alpha1"}
+    kubeharness.kubectl(kubeconfig_path, "create", "-f", "-", input_text=json.dumps(body))
+    try:
+        ready = condition("Ready", "True", "Ready", "ok")
+        synced = condition("NodesSynced", "True", "Synced", "ok")
+        failed = condition("Ready", "False", "NodeErrors", "see dtrtn")
+        apply_status(kubeconfig_path, crd_copy, name, {"conditions": [ready]}, "operator")
+        apply_status(kubeconfig_path, crd_copy, name, {"conditions": [synced]}, "someone-else")
+        apply_status(kubeconfig_path, crd_copy, name, {"conditions": [failed]}, "operator")
 
-    got = json.loads(kubeharness.kubectl(kubeconfig_path, "get", "dtrtrust", name, "-o", "json"))
+        got = json.loads(kubeharness.kubectl(kubeconfig_path, "get", crd_copy, name, "-o", "json"))
+    finally:
+        kubeharness.kubectl(kubeconfig_path, "delete", crd_copy, name, "--ignore-not-found")
 
     by_type = {c["type"]: (c["status"], c["reason"]) for c in got["status"]["conditions"]}
     assert by_type == {"Ready": ("False", "NodeErrors"), "NodesSynced": ("True", "Synced")}
