@@ -12,7 +12,7 @@ repair drift, makes the node's files match:
   longer selects the node is removed;
 * a trust whose Secret is gone is removed with deletionPolicy ``Delete`` and kept
   with ``Retain``. The policy is the one of the last Secret seen, remembered in
-  ``<host root>/.dtrtrust/agent.json`` so a restart after the deletion still knows.
+  ``<host root>/var/lib/dtrtrust/agent.json`` so a restart after the deletion still knows.
   At start the agent reconciles every trust in the ownership record, so trusts
   deleted while it was down are cleaned up.
 
@@ -257,7 +257,7 @@ class Agent:
         if wanted != self.policies:
             try:
                 save_policies(self.config.host_root, wanted)
-            except OSError as exc:
+            except (OSError, writer.WriterError) as exc:
                 log.error(
                     "cannot record deletion policies under %s: %s", self.config.host_root, exc
                 )
@@ -269,7 +269,7 @@ class Agent:
             wanted = {k: v for k, v in self.policies.items() if k != trust}
             try:
                 save_policies(self.config.host_root, wanted)
-            except OSError as exc:
+            except (OSError, writer.WriterError) as exc:
                 log.error("cannot record deletion policies: %s", exc)
                 return
             self.policies = wanted

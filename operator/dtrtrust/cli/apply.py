@@ -32,8 +32,8 @@ from dtrtrust.node import plan, systemtrust, writer
 
 log = logging.getLogger("dtrtrust.apply")
 
-# Next to the writer's ownership record (<host root>/.dtrtrust), private like it.
-STATE_DIR = ".dtrtrust/apply"
+# Next to the writer's ownership record (<host root>/var/lib/dtrtrust), private like it.
+STATE_DIR = f"{writer.STATE_DIR}/apply"
 
 
 class InputError(Exception):
