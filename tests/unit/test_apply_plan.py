@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_apply import ADDR, CLIENT, NEW, NOW, OLD, write_manifests
+from test_apply import ADDR, CLIENT, CONTAINERD_OK, NEW, NOW, OLD, passing_probe, write_manifests
 
 from dtrtrust import cli
 from dtrtrust.cli import apply
@@ -26,8 +26,9 @@ CONTAINERD = f"etc/containerd/certs.d/{ADDR}"
 @pytest.fixture
 def host(tmp_path: Path) -> apply.HostOptions:
     root = tmp_path / "host"
-    root.mkdir()
-    return apply.HostOptions(host_root=root, home="/root")
+    (root / "etc/containerd").mkdir(parents=True)
+    (root / "etc/containerd/config.toml").write_text(CONTAINERD_OK)
+    return apply.HostOptions(host_root=root, home="/root", prober=passing_probe)
 
 
 def _run(
@@ -62,6 +63,8 @@ def _actions(result: apply.TrustResult) -> dict[str, str]:
 def test_dry_run_on_an_empty_host_lists_every_file_as_added_and_writes_nothing(
     tmp_path: Path, host: apply.HostOptions
 ) -> None:
+    before = _tree(host.host_root)
+
     result = _run(write_manifests(tmp_path), host, StubNetwork(OLD), dry_run=True)
 
     assert _actions(result) == {
@@ -73,7 +76,7 @@ def test_dry_run_on_an_empty_host_lists_every_file_as_added_and_writes_nothing(
         f"{CONTAINERD}/client.key": "add",
         f"{CONTAINERD}/hosts.toml": "add",
     }
-    assert _tree(host.host_root) == {}  # not even apply's state
+    assert _tree(host.host_root) == before  # nothing written, not even apply's state
 
 
 def test_dry_run_after_a_rotation_replaces_only_the_ca_and_leaves_files_and_state_alone(

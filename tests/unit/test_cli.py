@@ -122,3 +122,14 @@ def test_every_environment_setting_has_a_flag_and_a_row_in_the_readme_table() ->
     assert _environment_variables_read_by_the_package() <= set(settings)
     for env, setting in settings.items():
         assert any(f"`{setting.flag}`" in row and f"`{env}`" in row for row in rows), env
+
+
+def test_an_empty_variable_counts_so_the_startup_taint_removal_can_be_turned_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DTRTRUST_AGENT_STARTUP_TAINT", "")
+
+    args = cli.build_parser().parse_args(["agent"])
+
+    assert args.startup_taint == ""
+    assert cli.setting_values(args, cli.AGENT_SETTINGS)["DTRTRUST_AGENT_STARTUP_TAINT"] == ""

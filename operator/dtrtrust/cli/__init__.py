@@ -298,6 +298,31 @@ AGENT_SETTINGS = (
         float,
         metavar="SECONDS",
     ),
+    Setting(
+        "--config-poll-seconds",
+        "DTRTRUST_AGENT_CONFIG_POLL_SECONDS",
+        "5",
+        "how often the runtimes' config files are checked for changes (a change re-runs "
+        "the effective-trust checks at once)",
+        float,
+        metavar="SECONDS",
+    ),
+    Setting(
+        "--probe-timeout-seconds",
+        "DTRTRUST_AGENT_PROBE_TIMEOUT_SECONDS",
+        "5",
+        "one probe of the registry with the node's files (connect, TLS, /basic_info)",
+        float,
+        metavar="SECONDS",
+    ),
+    Setting(
+        "--startup-taint",
+        "DTRTRUST_AGENT_STARTUP_TAINT",
+        "dtrtrust.io/not-ready",
+        "the startup taint removed once every trust selecting the node is in place; an "
+        "empty value turns the removal off",
+        metavar="KEY",
+    ),
     LOG_FORMAT,
 )
 
@@ -306,7 +331,8 @@ def _settings(parser: argparse.ArgumentParser, settings: Sequence[Setting]) -> N
     for setting in settings:
         # A string default goes through ``type`` like a command-line value, so a bad
         # environment value is reported by argparse, naming the option.
-        value = os.environ.get(setting.env) or setting.default
+        # A variable set to "" counts (an empty startup taint turns its removal off).
+        value = os.environ.get(setting.env, setting.default)
         shown = setting.shown_default or setting.default
         parser.add_argument(
             setting.flag,

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,9 @@ from dtrtrust.core.conditions import Condition
 from dtrtrust.core.network import Network
 from dtrtrust.core.reconcile import Previous, reconcile
 from dtrtrust.core.spec import SpecError, parse_trust
-from dtrtrust.core.status import invalid_spec_status, is_ready, trust_status
-from dtrtrust.node import plan, systemtrust, writer
+from dtrtrust.core.status import invalid_spec_status, is_ready, nodes_verified, trust_status
+from dtrtrust.core.times import rfc3339
+from dtrtrust.node import effective, plan, probe, systemtrust, writer
 
 log = logging.getLogger("dtrtrust.apply")
 
@@ -124,6 +125,13 @@ class HostOptions:
     home: str = field(default_factory=lambda: os.environ.get("HOME", "/root"))
     system_trust: bool = False
     client_override: tuple[bytes, bytes] | None = None
+    # The per-host probe with exactly the files written (spec.verify.nodes): address,
+    # directory, with the client pair -> result. Tests pass their own.
+    prober: Callable[[str, Path, bool], probe.ProbeResult] = field(
+        default=lambda address, directory, with_client: probe.probe(
+            address, directory, with_client=with_client
+        )
+    )
 
     @property
     def state_dir(self) -> Path:
@@ -164,19 +172,26 @@ def _save_state(opts: HostOptions, name: str, state: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _host_nodes(result: writer.SyncResult) -> tuple[Condition, dict[str, Any]]:
-    """NodesSynced and ``status.nodes`` for this one host, from what the writer did."""
+def _host_nodes(
+    result: writer.SyncResult, findings: Sequence[effective.Finding] = ()
+) -> tuple[Condition, dict[str, Any]]:
+    """NodesSynced and ``status.nodes`` for this one host, from what the writer did and
+    what the effective-trust checks found (the same checks as the agent's)."""
     counts = {"desired": 1, "synced": 1, "summary": "1/1", "outOfSync": []}
     out_of_sync = {"desired": 1, "synced": 0, "summary": "0/1", "outOfSync": [HOST_NODE]}
     if result.error:
         return conditions.failed(conditions.NODES_SYNCED, "NodeErrors", result.error), out_of_sync
     problems = [d for d in result.dirs if d.action not in ("written", "unchanged")]
+    ok, message = effective.summary(findings)
+    if not problems and not ok:
+        return conditions.failed(conditions.NODES_SYNCED, "NotEffective", message), out_of_sync
     if not problems:
         written = sum(d.action == "written" for d in result.dirs)
         return conditions.ok(
             conditions.NODES_SYNCED,
             "Synced",
-            f"{len(result.dirs)} director(ies) in place, {written} written.",
+            f"{len(result.dirs)} director(ies) in place, {written} written."
+            + (f" Warning: {message}" if message else ""),
         ), counts
     first = problems[0]
     reason = "Conflict" if first.action == "conflict" else "NodeErrors"
@@ -225,6 +240,7 @@ def apply_trust(
         status = invalid_spec_status(previous_status, 0, exc.reason, exc.message, now=now)
         return TrustResult(name, status, False)
 
+    verified: Condition | None = None
     previous_pem = state.get("bundlePEM")
     previous = Previous.from_status(
         state.get("bundle"), previous_pem.encode() if isinstance(previous_pem, str) else None
@@ -259,7 +275,21 @@ def apply_trust(
         files = sorted(set(plan.dir_files(in_place)) | (set(recorded) & set(plan.dir_files(dirs))))
         for d in result.dirs:
             log.info("%s %s: %s %s", d.target, d.address, d.action, d.message)
-        nodes, counts = _host_nodes(result)
+        findings = effective.check(
+            effective.HostFiles(opts.host_root), spec.targets, spec.addresses
+        )
+        for finding in findings:
+            log.warning("%s: %s", finding.target, finding.message)
+        nodes, counts = _host_nodes(result, findings)
+        if spec.verify_nodes and result.ok:
+            first = dirs[0]
+            found = opts.prober(
+                first.address, opts.host_root / str(first.path), out.client is not None
+            )
+            if not found.ok:
+                log.warning("probe of %s: %s: %s", first.address, found.reason, found.message)
+            count, verified = nodes_verified([HOST_NODE], {HOST_NODE: found.to_dict(rfc3339(now))})
+            counts = {**counts, "verified": count}
         if opts.system_trust:
             systemtrust.install(opts.host_root, spec.name, out.publish[CA_KEY])
     else:
@@ -269,7 +299,7 @@ def apply_trust(
             "Nothing was written: the files from the last successful apply stay in place.",
         )
         counts = None
-    status = trust_status(spec, out, nodes, counts, previous_status, now=now)
+    status = trust_status(spec, out, nodes, counts, previous_status, now=now, verified=verified)
 
     new_state: dict[str, Any] = dict(state)
     new_state.update({k: status[k] for k in ("conditions", "bundle", "nodes") if k in status})
