@@ -19,7 +19,8 @@ pytestmark = pytest.mark.registry
 def _manifest(stack: Stack, tmp_path: Path) -> Path:
     return write_manifest(
         tmp_path / "trust.yaml",
-        pinned_trust(stack, "dtr", targets=["docker", "containerd"]),
+        # Not docker: dockerd never reads certs.d for a loopback registry (NotEffective).
+        pinned_trust(stack, "dtr", targets=["containers", "containerd"]),
         tls_secret(stack.client_cert, stack.client_key),
     )
 
@@ -37,7 +38,7 @@ def test_dry_run_lists_the_files_it_would_add_then_nothing_once_applied(
 
     assert before.returncode == 0, before.stdout + before.stderr
     added = re.findall(r"^  add\s+(\S+)$", before.stdout, re.MULTILINE)
-    assert f"etc/docker/certs.d/{dtr_stack.address}/client.key" in added
+    assert f"etc/containers/certs.d/{dtr_stack.address}/client.key" in added
     assert f"etc/containerd/certs.d/{dtr_stack.address}/hosts.toml" in added
     assert len(added) == 7
     assert files_after_dry_run == {}
