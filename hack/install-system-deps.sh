@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the DTR-like test registry and the real clients need:
-#   docker-registry (distribution), nginx, skopeo, openssl, containerd (ctr), curl, docker.io.
+#   docker-registry (distribution), nginx, skopeo, openssl, containerd (ctr), curl, docker.io;
+#   and the tools of the deploy tests: promtool (prometheus), systemd-analyze (systemd).
 # With --node, also what the real-node tier (tests/cluster, `make demo-cluster`) needs:
 #   runc and the bridge CNI plugins for containerd's CRI, iptables and conntrack for
 #   kube-proxy, mmdebstrap and buildah for the images (hack/image/), gcc and libc6-dev
@@ -15,7 +16,9 @@ set -euo pipefail
 
 # prometheus: only for promtool, which tests the alerting rules in deploy/monitoring.
 # docker.io: dockerd for the real-daemon test of the insecure-registry rule (tests/e2e).
-PACKAGES=(docker-registry nginx skopeo openssl containerd curl prometheus docker.io)
+# systemd: only for systemd-analyze, which verifies the units in deploy/systemd (nothing
+# is started: the policy-rc.d below, and no systemd runs as PID 1 in CI containers).
+PACKAGES=(docker-registry nginx skopeo openssl containerd curl prometheus docker.io systemd)
 NODE_PACKAGES=(runc containernetworking-plugins iptables conntrack iproute2 mmdebstrap buildah gcc libc6-dev)
 if [[ "${1:-}" == "--node" ]]; then
     PACKAGES+=("${NODE_PACKAGES[@]}")

@@ -314,11 +314,11 @@ def test_a_wrong_expectation_fails_promtool(promtool_test: Any) -> None:
         )
 
 
-def test_monitoring_kustomization_lists_both_objects(
+def test_monitoring_kustomization_lists_the_monitor_the_rule_and_the_dashboard(
     kustomize: Callable[[Path], list[Doc]],
 ) -> None:
     docs = kustomize(ROOT / "deploy" / "monitoring")
-    assert sorted(d["kind"] for d in docs) == ["PrometheusRule", "ServiceMonitor"]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "PrometheusRule", "ServiceMonitor"]
     [monitor] = [d for d in docs if d["kind"] == "ServiceMonitor"]
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     service_labels = {

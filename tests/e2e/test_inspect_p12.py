@@ -98,7 +98,7 @@ def test_inspect_leaf_only_port_says_the_intermediate_is_missing_and_exits_1(
 PASSWORD = "correct horse battery staple"
 
 
-def _p12(stack: Stack, tmp_path: Path) -> tuple[Path, Path, str]:
+def _p12(stack: Stack, tmp_path: Path, *extra: str) -> tuple[Path, Path, str]:
     """Run `dtrtrust p12` with a password file; return (OUT, password file, stdout+stderr)."""
     password_file = tmp_path / "password"
     password_file.write_text(PASSWORD + "\n")
@@ -108,6 +108,7 @@ def _p12(stack: Stack, tmp_path: Path) -> tuple[Path, Path, str]:
         "p12",
         *("--cert", stack.client_cert, "--key", stack.client_key, "--ca", stack.client_ca),
         *("-o", out, "--password-file", password_file),
+        *extra,
     )
     assert result.returncode == 0, result.stderr
     return out, password_file, result.stdout + result.stderr
@@ -132,6 +133,30 @@ def test_p12_opens_with_openssl_and_holds_the_same_certificate_and_a_matching_ke
     assert public_key_der(key_pem) == cert_public_key_der(dtr_stack.client_cert.read_bytes())
     assert out.stat().st_mode & 0o7777 == 0o600
     assert PASSWORD not in output
+
+
+@pytest.mark.parametrize(
+    ("extra", "pbe", "mac"),
+    [
+        ((), "PBES2, PBKDF2, AES-256-CBC", "MAC: sha256"),
+        (("--legacy",), "pbeWithSHA1And3-KeyTripleDES-CBC", "MAC: sha1"),
+    ],
+)
+def test_p12_legacy_is_3des_with_a_sha1_mac_and_the_default_is_aes_with_sha256(
+    dtr_stack: Stack, openssl: Tool, tmp_path: Path, extra: tuple[str, ...], pbe: str, mac: str
+) -> None:
+    out, password_file, _ = _p12(dtr_stack, tmp_path, *extra)
+
+    # -legacy loads openssl 3's legacy provider, which reading 3DES needs.
+    info = openssl.run(
+        "pkcs12", "-info", "-noout", "-legacy", "-in", out, "-passin", f"file:{password_file}"
+    )
+
+    assert info.returncode == 0, info.stderr
+    details = info.stdout + info.stderr
+    assert mac in details
+    assert pbe in details
+    assert ("pbeWithSHA1And3-KeyTripleDES-CBC" in details) == bool(extra)
 
 
 def test_p12_is_protected_by_the_password_from_the_file(

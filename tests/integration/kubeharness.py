@@ -795,7 +795,7 @@ def apply_manifests(
         if isinstance(item, Mapping):
             docs.append(item)
         elif isinstance(item, Path):
-            if item.is_dir() and (item / "kustomization.yaml").exists():
+            if item.is_dir() and is_kustomization(item):
                 output.append(kubectl(kubeconfig, *common, "-k", str(item)))
             else:
                 output.append(kubectl(kubeconfig, *common, "-f", str(item)))
@@ -804,6 +804,12 @@ def apply_manifests(
     if docs:
         output.append(kubectl(kubeconfig, *common, "-f", "-", input_text=yaml.safe_dump_all(docs)))
     return "".join(output)
+
+
+def is_kustomization(directory: Path) -> bool:
+    """Whether kustomize reads ``directory`` (any of the file names it recognises)."""
+    names = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+    return any((directory / name).is_file() for name in names)
 
 
 def wait_for_crds_established(admin: Any, names: Iterable[str], timeout: float = 60) -> None:
@@ -840,7 +846,7 @@ def install_crds(
     Established. Returns their names."""
     files = crd_files(directory)
     manifests: list[Manifest] = []
-    if (directory / "kustomization.yaml").exists():
+    if is_kustomization(directory):
         manifests.append(directory)
     else:
         manifests.extend(files)

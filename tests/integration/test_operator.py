@@ -394,6 +394,41 @@ def test_metrics_expose_the_fixed_names_per_trust(
         assert needle in text
 
 
+def test_dashboard_queries_use_only_metrics_the_running_operator_exports(
+    custom: client.CustomObjectsApi,
+    make_trust: Any,
+    dtr_stack: Stack,
+    dtrtrust_operator: OperatorProcess,
+    client_secret: str,
+) -> None:
+    import json
+
+    from promql import dashboard_queries, metric_names
+
+    name = make_trust(
+        trust_body(
+            uid("dashboard"), dtr_stack, clientCertificate={"secretRef": {"name": client_secret}}
+        )
+    )
+    wait_for(custom, name, "Ready", "True")  # a fetch, a reconcile, both expiry kinds
+    dashboard_file = (
+        Path(__file__).resolve().parents[2] / "deploy/monitoring/grafana-dashboard.json"
+    )
+    dashboard = json.loads(dashboard_file.read_text())
+    url = f"http://127.0.0.1:{dtrtrust_operator.metrics_port}/metrics"
+
+    scrape = urllib.request.urlopen(url, timeout=5).read().decode()
+
+    exported = {
+        line.split("{", 1)[0].split(" ", 1)[0]
+        for line in scrape.splitlines()
+        if line and not line.startswith("#")
+    }
+    used = {m for q in dashboard_queries(dashboard) for m in metric_names(q)}
+    assert used
+    assert used <= exported, f"not exported: {sorted(used - exported)}"
+
+
 def test_a_hundred_trusts_all_become_ready(
     custom: client.CustomObjectsApi,
     make_trust: Any,

@@ -285,6 +285,23 @@ def test_report_is_owned_by_the_node_and_unchanged_content_needs_no_write() -> N
     assert not same_report(None, [])
 
 
+def test_report_names_the_trusts_that_need_attention_in_one_column_string() -> None:
+    trusts = [
+        TrustReport("c", "h3", CONFLICT, "another hosts.toml"),
+        TrustReport("a", "h1", SYNCED),
+        TrustReport("b", "", ERROR, "x"),
+        TrustReport("d", "h4", REMOVED),
+    ]
+    status = report_body(
+        node_name="n1", node_uid=None, namespace="ns", trusts=trusts, last_change="t1"
+    )["status"]
+    assert status["problems"] == "b: Error; c: Conflict"
+    healthy = report_body(
+        node_name="n1", node_uid=None, namespace="ns", trusts=trusts[1:2], last_change="t1"
+    )["status"]
+    assert "problems" not in healthy
+
+
 def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
     delays = [backoff(n, 1.0, 8.0) for n in range(1, 7)]
     for n, d in enumerate(delays, start=1):

@@ -31,7 +31,7 @@ from dtrtrust.core.fingerprints import (
     parse_fingerprint,
 )
 from dtrtrust.core.pem import parse_certificates
-from dtrtrust.core.pkcs12 import PKCS12_KDF_ROUNDS, to_pkcs12
+from dtrtrust.core.pkcs12 import LEGACY_KDF_ROUNDS, PKCS12_KDF_ROUNDS, to_pkcs12
 
 UTC = dt.UTC
 DAY = dt.timedelta(days=1)
@@ -761,6 +761,17 @@ def test_pkcs12_uses_pbes2_with_aes_256() -> None:
     assert _der_oid("1.2.840.113549.1.5.13") in blob  # PBES2
     assert _der_oid("2.16.840.1.101.3.4.1.42") in blob  # aes256-CBC
     assert _der_oid("1.2.840.113549.1.12.1.3") not in blob  # not the legacy 3DES PBE
+
+
+def test_pkcs12_legacy_uses_3des_and_a_sha1_mac_that_keychain_imports() -> None:
+    blob = to_pkcs12(CLIENT.cert_pem, CLIENT.key_pem, None, password=b"pw", name="c", legacy=True)
+    assert _der_oid("1.2.840.113549.1.12.1.3") in blob  # pbeWithSHAAnd3-KeyTripleDES-CBC
+    assert _der_oid("1.3.14.3.2.26") in blob  # SHA-1, the MAC's digest
+    assert _der_oid("1.2.840.113549.1.5.13") not in blob  # no PBES2
+    assert b"\x02\x02" + LEGACY_KDF_ROUNDS.to_bytes(2, "big") in blob  # DER INTEGER
+    loaded = pkcs12.load_pkcs12(blob, b"pw")
+    assert loaded.cert is not None
+    assert loaded.cert.certificate == CLIENT.cert
 
 
 def test_pkcs12_default_kdf_rounds_are_strong() -> None:

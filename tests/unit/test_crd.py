@@ -47,8 +47,49 @@ def test_crd_names_are_the_fixed_contract() -> None:
     version = CRD["spec"]["versions"][0]
     assert version["name"] == "v1alpha1"
     assert version["subresources"] == {"status": {}}
-    columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Registry", "Ready", "Nodes", "Expires", "Age"]
+    columns = version["additionalPrinterColumns"]
+    assert [c["name"] for c in columns if not c.get("priority")] == [
+        "Registry",
+        "Ready",
+        "Nodes",
+        "Expires",
+        "Age",
+    ]
+
+
+def test_wide_output_adds_ready_reason_message_and_the_bundle_secret() -> None:
+    columns = CRD["spec"]["versions"][0]["additionalPrinterColumns"]
+    wide = {c["name"]: c["jsonPath"] for c in columns if c.get("priority")}
+    assert wide == {
+        "Reason": '.status.conditions[?(@.type=="Ready")].reason',
+        "Message": '.status.conditions[?(@.type=="Ready")].message',
+        "Secret": ".status.bundle.secretName",
+    }
+
+
+def test_conditions_are_a_list_keyed_by_type_for_server_side_apply_and_diffs() -> None:
+    conditions = SCHEMA["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert "type" in conditions["items"]["required"]
+
+
+def test_no_crd_category_is_also_a_resource_name_kubectl_would_expand() -> None:
+    # kubectl resolves a category before a singular name: a category "dtrtrust" made
+    # `kubectl get dtrtrust NAME` mean both kinds ("you must specify only one resource").
+    crds = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
+    names = {
+        n
+        for crd in crds
+        for n in (
+            crd["spec"]["names"]["plural"],
+            crd["spec"]["names"]["singular"],
+            *crd["spec"]["names"].get("shortNames", []),
+        )
+    }
+    categories = {c for crd in crds for c in crd["spec"]["names"].get("categories", [])}
+    assert categories == {"dtrtrust-all"}
+    assert not categories & names
 
 
 def test_no_category_is_also_a_resource_name_so_kubectl_describe_and_delete_work() -> None:

@@ -9,11 +9,17 @@ from typing import Any
 from dtrtrust import __version__
 from dtrtrust.contract import (
     API_VERSION,
+    CONFLICT,
+    ERROR,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     NODE_REPORT_KIND,
+    NOT_EFFECTIVE,
     SYNCED,
 )
+
+# States that need someone's attention (Removed and Retained are outcomes, not problems).
+PROBLEM_STATES = (CONFLICT, NOT_EFFECTIVE, ERROR)
 
 
 @dataclass(frozen=True)
@@ -77,13 +83,20 @@ def report_body(
 def report_status(
     node_name: str, trusts: Sequence[TrustReport], last_change: str
 ) -> dict[str, Any]:
-    return {
+    ordered = sorted(trusts, key=lambda t: t.name)
+    status: dict[str, Any] = {
         "nodeName": node_name,
         "agentVersion": __version__,
         "synced": f"{sum(t.state == SYNCED for t in trusts)}/{len(trusts)}",
-        "trusts": [t.to_dict() for t in sorted(trusts, key=lambda t: t.name)],
+        "trusts": [t.to_dict() for t in ordered],
         "lastChange": last_change,
     }
+    # One string for `kubectl get dtrtn`: a printer column shows only the first element of
+    # a list on older API servers, so the trusts that need attention are joined here.
+    problems = "; ".join(f"{t.name}: {t.state}" for t in ordered if t.state in PROBLEM_STATES)
+    if problems:
+        status["problems"] = problems[:1024]
+    return status
 
 
 def same_report(live: Mapping[str, Any] | None, trusts: Sequence[TrustReport]) -> bool:

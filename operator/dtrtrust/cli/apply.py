@@ -29,7 +29,7 @@ from dtrtrust.core.reconcile import Previous, reconcile
 from dtrtrust.core.spec import SpecError, parse_trust
 from dtrtrust.core.status import invalid_spec_status, is_ready, nodes_verified, trust_status
 from dtrtrust.core.times import rfc3339
-from dtrtrust.node import effective, probe, systemtrust, writer
+from dtrtrust.node import effective, plan, probe, systemtrust, writer
 
 log = logging.getLogger("dtrtrust.apply")
 
@@ -147,6 +147,9 @@ class TrustResult:
     name: str
     status: dict[str, Any]
     ready: bool
+    # --dry-run: what writing would change (None: nothing would be written at all).
+    changes: list[plan.Change] | None = None
+    dry_run: bool = False
 
 
 def _state_path(opts: HostOptions, name: str) -> Path:
@@ -200,6 +203,20 @@ def _host_nodes(
     ), out_of_sync
 
 
+def _desired(spec: Any, out: Any, opts: HostOptions) -> list[layout.DesiredDir]:
+    client = (out.publish[CLIENT_CERT_KEY], out.publish[CLIENT_KEY_KEY]) if out.client else None
+    return layout.desired_dirs(
+        spec.addresses, spec.targets, out.publish[CA_KEY], client, home=opts.home_rel
+    )
+
+
+def _in_place(result: writer.SyncResult, d: layout.DesiredDir) -> bool:
+    return any(
+        r.target == d.target and r.address == d.address and r.action in ("written", "unchanged")
+        for r in result.dirs
+    )
+
+
 def apply_trust(
     manifest: Mapping[str, Any],
     sources: ManifestSources,
@@ -207,7 +224,11 @@ def apply_trust(
     *,
     now: dt.datetime,
     network: Network,
+    dry_run: bool = False,
 ) -> TrustResult:
+    """Reconcile one trust onto the host. ``dry_run``: the same checks, then only
+    compute what writing would change (``TrustResult.changes``); nothing is written,
+    not even apply's state."""
     name = str((manifest.get("metadata") or {}).get("name", "?"))
     state = _load_state(opts, name)
     previous_status: dict[str, Any] = {
@@ -232,12 +253,26 @@ def apply_trust(
         network=network,
         client_override=opts.client_override,
     )
-    if out.publish is not None:
-        client = (out.publish[CLIENT_CERT_KEY], out.publish[CLIENT_KEY_KEY]) if out.client else None
-        dirs = layout.desired_dirs(
-            spec.addresses, spec.targets, out.publish[CA_KEY], client, home=opts.home_rel
+    recorded_files = state.get("files")
+    recorded: list[str] = (
+        [str(f) for f in recorded_files] if isinstance(recorded_files, list) else []
+    )
+    if dry_run:
+        changes = None
+        if out.publish is not None:
+            dirs = _desired(spec, out, opts)
+            changes = plan.plan(opts.host_root, dirs, recorded)
+        nodes = conditions.unknown(
+            conditions.NODES_SYNCED, "DryRun", "Nothing was written (--dry-run)."
         )
+        status = trust_status(spec, out, nodes, None, previous_status, now=now)
+        return TrustResult(spec.name, status, False, changes, dry_run=True)
+    files: list[str] | None = None
+    if out.publish is not None:
+        dirs = _desired(spec, out, opts)
         result = writer.sync_trust(opts.host_root, spec.name, dirs)
+        in_place = [d for d in dirs if _in_place(result, d)]
+        files = sorted(set(plan.dir_files(in_place)) | (set(recorded) & set(plan.dir_files(dirs))))
         for d in result.dirs:
             log.info("%s %s: %s %s", d.target, d.address, d.action, d.message)
         findings = effective.check(
@@ -248,7 +283,9 @@ def apply_trust(
         nodes, counts = _host_nodes(result, findings)
         if spec.verify_nodes and result.ok:
             first = dirs[0]
-            found = opts.prober(first.address, opts.host_root / str(first.path), client is not None)
+            found = opts.prober(
+                first.address, opts.host_root / str(first.path), out.client is not None
+            )
             if not found.ok:
                 log.warning("probe of %s: %s: %s", first.address, found.reason, found.message)
             count, verified = nodes_verified([HOST_NODE], {HOST_NODE: found.to_dict(rfc3339(now))})
@@ -266,6 +303,9 @@ def apply_trust(
 
     new_state: dict[str, Any] = dict(state)
     new_state.update({k: status[k] for k in ("conditions", "bundle", "nodes") if k in status})
+    new_state["registry"] = spec.registry
+    if files is not None:
+        new_state["files"] = files
     if out.publish is not None:
         new_state["bundlePEM"] = out.publish[CA_KEY].decode()
     _save_state(opts, spec.name, new_state)
@@ -273,11 +313,37 @@ def apply_trust(
 
 
 def apply_all(
-    manifests: Manifests, opts: HostOptions, *, now: dt.datetime, network: Network
+    manifests: Manifests,
+    opts: HostOptions,
+    *,
+    now: dt.datetime,
+    network: Network,
+    dry_run: bool = False,
 ) -> list[TrustResult]:
     return [
-        apply_trust(m, manifests.sources, opts, now=now, network=network) for m in manifests.trusts
+        apply_trust(m, manifests.sources, opts, now=now, network=network, dry_run=dry_run)
+        for m in manifests.trusts
     ]
+
+
+def delete_plan(manifests: Manifests, opts: HostOptions) -> list[plan.Change]:
+    """``--delete --dry-run``: the files apply recorded for these trusts that are there."""
+    changes: list[plan.Change] = []
+    for m in manifests.trusts:
+        name = str((m.get("metadata") or {}).get("name", ""))
+        files = _load_state(opts, name).get("files") if name else None
+        if isinstance(files, list):
+            changes += plan.removals(opts.host_root, [str(f) for f in files])
+    return changes
+
+
+def recorded_states(opts: HostOptions) -> dict[str, dict[str, Any]]:
+    """Every trust apply has recorded on this host, by name (``dtrtrust status``)."""
+    try:
+        names = sorted(p.stem for p in opts.state_dir.glob("*.json"))
+    except OSError:
+        return {}
+    return {name: _load_state(opts, name) for name in names}
 
 
 def delete_all(manifests: Manifests, opts: HostOptions) -> list[str]:
@@ -295,9 +361,106 @@ def delete_all(manifests: Manifests, opts: HostOptions) -> list[str]:
     return removed
 
 
-def render(results: Iterable[TrustResult]) -> str:
-    docs = [
-        {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": r.name}, "status": r.status}
-        for r in results
-    ]
+def _document(r: TrustResult) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": r.name},
+        "status": r.status,
+    }
+    if r.dry_run:
+        # Not part of the resource: what --dry-run found (null: nothing would be written).
+        doc["dryRun"] = {
+            "wouldWrite": r.changes is not None,
+            "changes": [c.to_dict() for c in r.changes or []],
+        }
+    return doc
+
+
+def render(results: Iterable[TrustResult], output: str = "yaml") -> str:
+    """The statuses as YAML documents, or ``output="json"`` as one JSON List object."""
+    docs = [_document(r) for r in results]
+    if output == "json":
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}, indent=2) + "\n"
     return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False, width=100)
+
+
+_VERBS = {
+    plan.ADD: "add",
+    plan.REPLACE: "replace",
+    plan.REMOVE: "remove",
+    plan.CONFLICT: "keep (conflict)",
+    plan.REFUSED: "refuse",
+}
+
+
+def render_changes(changes: Sequence[plan.Change]) -> list[str]:
+    lines = []
+    for c in changes:
+        if c.action == plan.UNCHANGED:
+            continue
+        detail = f"  ({c.detail})" if c.detail else ""
+        lines.append(f"  {_VERBS[c.action]:<16}{c.path}{detail}")
+    unchanged = sum(c.action == plan.UNCHANGED for c in changes)
+    if not lines:
+        lines.append("  nothing to change")
+    if unchanged:
+        lines.append(f"  ({unchanged} file(s) already as they should be)")
+    return lines
+
+
+def render_plan(results: Iterable[TrustResult]) -> str:
+    """``--dry-run`` as text: per trust, the files that would be added, replaced, removed."""
+    out: list[str] = []
+    for r in results:
+        if r.changes is None:
+            ready = next((c for c in r.status.get("conditions", []) if c["type"] == "Ready"), None)
+            why = f"{ready['reason']}: {ready['message']}" if ready else "see the status"
+            out.append(f"{r.name}: nothing would be written ({why})")
+            continue
+        out.append(f"{r.name}: would change under the host root")
+        out += render_changes(r.changes)
+    return "\n".join(out) + "\n"
+
+
+def _earliest(state: Mapping[str, Any]) -> str:
+    bundle = state.get("bundle") or {}
+    return str(bundle.get("notAfter") or "-")
+
+
+def status_rows(states: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
+    """``dtrtrust status``: one row per recorded trust."""
+    rows = []
+    for name, state in states.items():
+        ready: Mapping[str, Any] = next(
+            (c for c in state.get("conditions") or [] if c.get("type") == "Ready"), {}
+        )
+        files = state.get("files")
+        rows.append(
+            {
+                "name": name,
+                "registry": str(state.get("registry") or "-"),
+                "ready": str(ready.get("status") or "Unknown"),
+                "reason": str(ready.get("reason") or ""),
+                "files": str(len(files)) if isinstance(files, list) else "-",
+                "expires": _earliest(state),
+            }
+        )
+    return rows
+
+
+def render_status_table(rows: Sequence[Mapping[str, str]]) -> str:
+    columns = [
+        ("NAME", "name"),
+        ("REGISTRY", "registry"),
+        ("READY", "ready"),
+        ("REASON", "reason"),
+        ("FILES", "files"),
+        ("EXPIRES", "expires"),
+    ]
+    widths = [max([len(title)] + [len(r[key]) for r in rows]) for title, key in columns]
+    lines = ["   ".join(t.ljust(w) for (t, _), w in zip(columns, widths, strict=True)).rstrip()]
+    for r in rows:
+        cells = (r[key].ljust(w) for (_, key), w in zip(columns, widths, strict=True))
+        lines.append("   ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"

@@ -33,7 +33,14 @@ from dtrtrust.core.chain import (
 )
 from dtrtrust.core.errors import CertError
 from dtrtrust.core.fingerprints import pin_line
-from dtrtrust.core.network import CLIENT_CERT_AUTHN, FetchError, VerifyError, default_ca_url
+from dtrtrust.core.network import (
+    CLIENT_CERT_AUTHN,
+    NO_BASIC_INFO,
+    FetchError,
+    VerifyError,
+    default_ca_url,
+    harbor_ca_url,
+)
 from dtrtrust.core.pem import parse_certificates
 from dtrtrust.net.fetch import fetch_ca
 from dtrtrust.net.transport import network_cause
@@ -83,6 +90,7 @@ class InspectReport:
     probes: tuple[Probe, ...]
     pin_line: str | None
     checked_at: dt.datetime
+    pins: tuple[str, ...] = ()  # the fingerprints in pin_line
 
 
 def _target(url_or_address: str) -> tuple[str, str]:
@@ -121,6 +129,15 @@ def inspect_registry(
         ca_certs = parse_certificates(fetched.pem, source=ca_url)
     except (FetchError, CertError) as err:
         ca_error = err.message
+    if ca_error is not None and ca_url == default_ca_url(registry):
+        # Not DTR / MSR 2-3? Harbor-based MSR 4 serves its CA elsewhere.
+        try:
+            harbor = harbor_ca_url(registry)
+            fetched = fetch_ca(harbor, pins=(), insecure_skip_pinning=True, timeout=timeout)
+            ca_pem, ca_url, ca_error = fetched.pem, harbor, None
+            ca_certs = parse_certificates(fetched.pem, source=ca_url)
+        except (FetchError, CertError):
+            pass  # report the error of the default URL
 
     served: list[x509.Certificate] = []
     connect_error: str | None = None
@@ -150,6 +167,7 @@ def inspect_registry(
         probes=probes,
         pin_line=pin_line(pin_fps) if pin_fps else None,
         checked_at=now,
+        pins=tuple(pin_fps),
     )
 
 
@@ -213,6 +231,12 @@ def _probes(registry: str, client: tuple[bytes, bytes] | None, timeout: float) -
         try:
             info = probe_basic_info(registry, client=pair, timeout=timeout)
             error = None if info.status == 200 else f"HTTP {info.status}"
+            if info.status == 404 and info.authn_method is None:
+                error = (
+                    f"{NO_BASIC_INFO}; in its DTRTrust set verify.clientAuth: false"
+                    if pair is not None
+                    else NO_BASIC_INFO
+                )
             probes.append(Probe(pair is not None, info.authn_method, error))
         except (VerifyError, ssl.SSLError) as err:
             probes.append(Probe(pair is not None, None, getattr(err, "message", str(err))))
@@ -295,10 +319,75 @@ def render(report: InspectReport) -> str:
     if report.pin_line:
         out.append("Pin (compare the fingerprint with one obtained out of band, then paste")
         out.append("under spec.ca.fetch):")
+        if report.ca_url != default_ca_url(report.registry):
+            out.append(f"  url: {report.ca_url}")
         out.append(f"  {report.pin_line}")
     else:
         out.append("Pin: none (no certificate could be read from /ca)")
     return "\n".join(out) + "\n"
 
 
-__all__ = ["CertInfo", "Check", "InspectReport", "Probe", "healthy", "inspect_registry", "render"]
+def _cert_data(info: CertInfo) -> dict[str, object]:
+    return {**info.summary.to_status(), "names": list(info.names)}
+
+
+def _check_data(check: Check) -> dict[str, object]:
+    return {"ok": check.ok, "message": check.message}
+
+
+def report_data(report: InspectReport) -> dict[str, object]:
+    """The report as plain data (camelCase keys, RFC 3339 times), for ``-o yaml|json``."""
+    fetch: dict[str, object] = {}
+    if report.ca_url != default_ca_url(report.registry):
+        fetch["url"] = report.ca_url
+    if report.pins:
+        fetch["pinnedSHA256"] = list(report.pins)
+    return {
+        "registry": report.registry,
+        "caURL": report.ca_url,
+        "caError": report.ca_error,
+        "caCertificates": [_cert_data(c) for c in report.ca_certificates],
+        "connectError": report.connect_error,
+        "servedChain": [_cert_data(c) for c in report.served_chain],
+        "checks": {
+            "hostname": _check_data(report.hostname),
+            "chain": _check_data(report.chain),
+            "docker": _check_data(report.verdict),
+        },
+        "basicInfo": [
+            {
+                "withClientCertificate": p.with_client,
+                "authnMethod": p.authn_method,
+                "error": p.error,
+            }
+            for p in report.probes
+        ],
+        "healthy": healthy(report),
+        # What to paste under spec.ca.fetch (empty when /ca gave nothing to pin).
+        "fetch": fetch,
+        "checkedAt": report.checked_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def render_data(report: InspectReport, output: str) -> str:
+    import json
+
+    data = report_data(report)
+    if output == "json":
+        return json.dumps(data, indent=2) + "\n"
+    import yaml
+
+    return str(yaml.safe_dump(data, sort_keys=False, width=100))
+
+
+__all__ = [
+    "CertInfo",
+    "Check",
+    "InspectReport",
+    "Probe",
+    "healthy",
+    "inspect_registry",
+    "render",
+    "render_data",
+    "report_data",
+]

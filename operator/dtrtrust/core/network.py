@@ -12,6 +12,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 BASIC_INFO_PATH = "/basic_info"
+# Harbor-based MSR 4 serves its CA here (DTR and MSR 2.9/3.x at /ca) and has no /basic_info
+# and no client-certificate authentication.
+HARBOR_CA_PATH = "/api/v2.0/systeminfo/getcert"
+NO_BASIC_INFO = (
+    "the registry has no /basic_info (HTTP 404): it is not DTR or MSR 2/3 (Harbor-based "
+    "MSR 4 has neither /basic_info nor client-certificate authentication)"
+)
 CLIENT_CERT_AUTHN = "TLSClientCertificate"
 
 
@@ -64,6 +71,11 @@ class BasicInfo:
 
 def default_ca_url(registry: str) -> str:
     return f"https://{registry}/ca"
+
+
+def harbor_ca_url(registry: str) -> str:
+    """Where Harbor-based MSR 4 serves its CA (when it uses its own)."""
+    return f"https://{registry}{HARBOR_CA_PATH}"
 
 
 class Network(Protocol):

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from dtrtrust.core.errors import CertError
 from dtrtrust.core.fingerprints import fingerprint_der, parse_fingerprint, pin_line
-from dtrtrust.core.network import FetchedCA, FetchError
+from dtrtrust.core.network import HARBOR_CA_PATH, FetchedCA, FetchError
 from dtrtrust.core.pem import parse_certificates
 from dtrtrust.net.transport import (
     REDIRECT_STATUSES,
@@ -152,7 +152,8 @@ def _download(url: str, *, timeout: float, max_bytes: int) -> tuple[bytes, str, 
             raise FetchError(
                 "FetchFailed",
                 f"{url} answered HTTP {response.status} {response.reason}: "
-                "check ca.fetch.url (the registry serves its CA at /ca)",
+                "check ca.fetch.url (DTR and MSR 2/3 serve their CA at /ca, Harbor-based "
+                f"MSR 4 at {HARBOR_CA_PATH}; `dtrtrust inspect` finds it)",
             )
         return body, response.getheader("Content-Type") or "", current
     raise FetchError(

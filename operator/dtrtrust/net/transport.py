@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from dtrtrust.core.network import FetchError, VerifyError
+from dtrtrust.net.proxy import ProxyError, proxy_for, tunnel
 
 USER_AGENT = "dtrtrust"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -111,8 +112,14 @@ def load_client_identity(context: ssl.SSLContext, client: tuple[bytes, bytes]) -
 def connect(
     host: str, port: int, context: ssl.SSLContext | None, deadline: Deadline
 ) -> socket.socket:
-    """TCP (and TLS when ``context``) to host:port, all within ``deadline``."""
-    raw = socket.create_connection((host, port), timeout=deadline.remaining())
+    """TCP (and TLS when ``context``) to host:port, all within ``deadline``; through an
+    HTTP CONNECT tunnel when HTTPS_PROXY (HTTP_PROXY without TLS) says so and NO_PROXY
+    does not exempt the host (``net.proxy``)."""
+    proxy = proxy_for(host, port, tls=context is not None)
+    if proxy is None:
+        raw = socket.create_connection((host, port), timeout=deadline.remaining())
+    else:
+        raw = tunnel(proxy, host, port, deadline.remaining)
     try:
         if context is None:
             plain = _DeadlineSocket(fileno=raw.detach())
@@ -191,6 +198,8 @@ def _too_large(url: str, max_bytes: int) -> str:
 
 def network_cause(err: BaseException, host: str, timeout: float) -> str:
     """A short, human cause for a network failure."""
+    if isinstance(err, ProxyError):
+        return str(err)
     if isinstance(err, ConnectionRefusedError):
         return "connection refused"
     if isinstance(err, socket.gaierror):

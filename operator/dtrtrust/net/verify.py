@@ -25,6 +25,7 @@ from dtrtrust.core.chain import (
 from dtrtrust.core.network import (
     BASIC_INFO_PATH,
     CLIENT_CERT_AUTHN,
+    NO_BASIC_INFO,
     BasicInfo,
     FetchError,
     VerifyError,
@@ -126,6 +127,13 @@ def verify_registry(
             raise _unreachable(registry, err, host, timeout) from None
         except FetchError as err:
             raise VerifyError("ClientAuthRejected", err.message) from None
+    if info.status == 404 and info.authn_method is None:
+        raise VerifyError(
+            "ClientAuthRejected",
+            f"{registry}{BASIC_INFO_PATH}: {NO_BASIC_INFO}. For such a registry set "
+            "spec.verify.clientAuth: false (the TLS chain and name are still verified) and "
+            "leave out spec.clientCertificate unless the registry asks for one",
+        )
     if info.authn_method != CLIENT_CERT_AUTHN:
         reported = f'"{info.authn_method}"' if info.authn_method else "none"
         status = "" if info.status == 200 else f" (HTTP {info.status})"

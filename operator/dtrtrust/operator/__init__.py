@@ -112,10 +112,11 @@ async def node_report_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    """``dtrtrust operator``: kopf with the project's settings, all DTRTrusts."""
+    """``dtrtrust operator``: kopf with the project's settings, all DTRTrusts. The
+    command line has put every setting into the environment and set up logging
+    (``--log-format``) for kopf's lines too."""
     os.environ.setdefault("DTRTRUST_NAMESPACE", args.namespace)
     os.environ.setdefault("DTRTRUST_METRICS_PORT", str(args.metrics_port))
-    kopf.configure(verbose=bool(getattr(args, "verbose", False)))
     kopf.run(
         clusterwide=True,
         standalone=True,
