@@ -19,7 +19,8 @@ from dtrtrust import __version__
 
 log = logging.getLogger("dtrtrust")
 
-EXIT_OK, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
+# The exit codes of `dtrtrust apply` (fixed by DESIGN.md); the other commands use the same.
+EXIT_OK, EXIT_NOT_READY, EXIT_USAGE, EXIT_HOST, EXIT_UNEXPECTED = 0, 1, 2, 3, 4
 
 
 class UsageError(Exception):
@@ -55,16 +56,23 @@ def cmd_apply(args: argparse.Namespace) -> int:
         opts.home = args.home
     try:
         manifests = apply.load_manifests(args.filename)
+        if args.delete:
+            done = apply.delete_all(manifests, opts)
+            for removal in done:
+                print(f"{removal.action} {removal.path}")
+            restored = sum(r.action == "restored" for r in done)
+            print(f"{len(done) - restored} path(s) removed, {restored} restored")
+            return EXIT_OK
+        results = apply.apply_all(
+            manifests, opts, now=dt.datetime.now(dt.UTC), network=LiveNetwork()
+        )
     except apply.InputError as exc:
         raise UsageError(str(exc)) from None
-    if args.delete:
-        removed = apply.delete_all(manifests, opts)
-        for path in removed:
-            print(f"removed {path}")
-        print(f"{len(removed)} path(s) removed or restored")
-        return EXIT_OK
-    results = apply.apply_all(manifests, opts, now=dt.datetime.now(dt.UTC), network=LiveNetwork())
+    except apply.HostError as exc:
+        print(f"dtrtrust: {exc}", file=sys.stderr)
+        return EXIT_HOST
     sys.stdout.write(apply.render(results))
+    host_problem = False
     for r in results:
         if not r.ready:
             ready = next(c for c in r.status["conditions"] if c["type"] == "Ready")
@@ -72,7 +80,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 f"dtrtrust: {r.name} is not Ready: {ready['reason']}: {ready['message']}",
                 file=sys.stderr,
             )
-    return EXIT_OK if all(r.ready for r in results) else EXIT_NOT_READY
+            host_problem = host_problem or r.host_problem
+    if all(r.ready for r in results):
+        return EXIT_OK
+    return EXIT_HOST if host_problem else EXIT_NOT_READY
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -301,4 +312,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Run again with --debug for details.",
             file=sys.stderr,
         )
-        return EXIT_NOT_READY
+        return EXIT_UNEXPECTED

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -21,12 +22,13 @@ from typing import Any
 
 import yaml
 
+from dtrtrust.cli import manifest_yaml
 from dtrtrust.contract import API_VERSION, CA_KEY, CLIENT_CERT_KEY, CLIENT_KEY_KEY, KIND
 from dtrtrust.core import conditions, layout
 from dtrtrust.core.conditions import Condition
 from dtrtrust.core.network import Network
 from dtrtrust.core.reconcile import Previous, reconcile
-from dtrtrust.core.spec import SpecError, parse_trust
+from dtrtrust.core.spec import SpecError, check_name, parse_trust
 from dtrtrust.core.status import invalid_spec_status, is_ready, trust_status
 from dtrtrust.node import systemtrust, writer
 
@@ -38,6 +40,39 @@ STATE_DIR = ".dtrtrust/apply"
 
 class InputError(Exception):
     """Unusable input files (missing, not YAML). One line for the user."""
+
+
+class HostError(Exception):
+    """The host cannot take what apply must write (disk full, read-only, permissions,
+    I/O). One line for the user: what happened, which path, what to do."""
+
+
+# What to do about the host problems a user can fix, by errno.
+_HOST_HINTS = {
+    errno.ENOSPC: "no space left on the device: free space there and run again",
+    errno.EDQUOT: "disk quota exceeded: free space there and run again",
+    errno.EROFS: "the file system is read-only: remount it read-write "
+    "(or give another --host-root) and run again",
+    errno.EACCES: "permission denied: run as root (or as the owner of that directory)",
+    errno.EPERM: "operation not permitted: run as root and check the file's attributes (lsattr)",
+    errno.EIO: "I/O error: check the disk (dmesg) before running again",
+}
+
+
+def host_error(exc: OSError, path: Path | str) -> HostError:
+    """A HostError for ``exc`` raised on ``path``, with the remedy for the common causes."""
+    hint = _HOST_HINTS.get(
+        exc.errno or 0, f"{exc.strerror or exc}: check that directory and run again"
+    )
+    return HostError(f"cannot write {path}: {hint}; the previous files are unchanged")
+
+
+def _host_hint(message: str) -> str:
+    """The remedy for a writer message that names a known OS error (its strerror)."""
+    for code, hint in _HOST_HINTS.items():
+        if os.strerror(code) in message:
+            return f" ({hint}; the previous files are unchanged)"
+    return ""
 
 
 @dataclass
@@ -67,14 +102,16 @@ def load_manifests(paths: Sequence[str]) -> Manifests:
     found = Manifests()
     for path in paths:
         try:
-            text = sys.stdin.read() if path == "-" else Path(path).read_text()
-            docs = list(yaml.safe_load_all(text))
+            if path == "-":
+                data = manifest_yaml.read_bounded(sys.stdin.buffer, "stdin")
+            else:
+                with open(path, "rb") as fh:
+                    data = manifest_yaml.read_bounded(fh, path)
+            docs = manifest_yaml.load_documents(data, path)
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise InputError(f"{path} is not valid YAML{where}") from None
+        except manifest_yaml.ManifestError as exc:
+            raise InputError(str(exc)) from None
         for doc in docs:
             if doc is None:
                 continue
@@ -86,27 +123,40 @@ def load_manifests(paths: Sequence[str]) -> Manifests:
     return found
 
 
+def _field(doc: Mapping[str, Any], key: str, path: str, kind: type) -> Any:
+    """``doc[key]`` (an empty ``kind`` when absent), refusing a value of another type."""
+    value = doc.get(key)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        what = "a mapping" if kind is dict else "a list"
+        raise InputError(f"{path}: {doc.get('kind')} {key} must be {what}")
+    return value
+
+
 def _collect(doc: Mapping[str, Any], path: str, found: Manifests) -> None:
+    if not isinstance(doc, Mapping):
+        raise InputError(f"{path}: every document must be a Kubernetes object")
     kind = doc.get("kind")
-    name = str((doc.get("metadata") or {}).get("name", ""))
+    name = str(_field(doc, "metadata", path, dict).get("name", ""))
     if kind == "List":
-        for item in doc.get("items") or []:
+        for item in _field(doc, "items", path, list):
             _collect(item, path, found)
     elif kind == KIND:
         found.trusts.append(doc)
     elif kind == "Secret":
         data: dict[str, bytes] = {}
-        for key, value in (doc.get("data") or {}).items():
+        for key, value in _field(doc, "data", path, dict).items():
             try:
                 data[key] = base64.b64decode(str(value), validate=True)
             except (binascii.Error, ValueError):
                 raise InputError(f"{path}: Secret {name} key {key} is not base64") from None
-        for key, value in (doc.get("stringData") or {}).items():
+        for key, value in _field(doc, "stringData", path, dict).items():
             data[key] = str(value).encode()
         found.sources.secrets[name] = data
     elif kind == "ConfigMap":
         found.sources.config_maps[name] = {
-            str(k): str(v) for k, v in (doc.get("data") or {}).items()
+            str(k): str(v) for k, v in _field(doc, "data", path, dict).items()
         }
     else:
         log.warning(
@@ -139,6 +189,9 @@ class TrustResult:
     name: str
     status: dict[str, Any]
     ready: bool
+    # The host could not take the files (I/O, permissions, disk, a refused path):
+    # `dtrtrust apply` exits 3 rather than 1.
+    host_problem: bool = False
 
 
 def _state_path(opts: HostOptions, name: str) -> Path:
@@ -154,19 +207,29 @@ def _load_state(opts: HostOptions, name: str) -> dict[str, Any]:
 
 
 def _save_state(opts: HostOptions, name: str, state: Mapping[str, Any]) -> None:
+    """Write apply's state for ``name`` when it differs from what is on disk; never
+    creates the host root itself (a missing one was refused by the writer)."""
+    if state == _load_state(opts, name) or not opts.host_root.is_dir():
+        return
     path = _state_path(opts, name)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise host_error(exc, path) from None
 
 
-def _host_nodes(result: writer.SyncResult) -> tuple[Condition, dict[str, Any]]:
+def _host_nodes(
+    result: writer.SyncResult, host_root: Path = Path("/")
+) -> tuple[Condition, dict[str, Any]]:
     """NodesSynced and ``status.nodes`` for this one host, from what the writer did."""
     counts = {"desired": 1, "synced": 1, "summary": "1/1", "outOfSync": []}
     out_of_sync = {"desired": 1, "synced": 0, "summary": "0/1", "outOfSync": [HOST_NODE]}
     if result.error:
-        return conditions.failed(conditions.NODES_SYNCED, "NodeErrors", result.error), out_of_sync
+        message = result.error + _host_hint(result.error)
+        return conditions.failed(conditions.NODES_SYNCED, "NodeErrors", message), out_of_sync
     problems = [d for d in result.dirs if d.action not in ("written", "unchanged")]
     if not problems:
         written = sum(d.action == "written" for d in result.dirs)
@@ -180,8 +243,9 @@ def _host_nodes(result: writer.SyncResult) -> tuple[Condition, dict[str, Any]]:
     return conditions.failed(
         conditions.NODES_SYNCED,
         reason,
-        f"{first.target} {first.address}: {first.message}"
-        + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+        f"{first.target} {first.address} ({host_root / first.path}): {first.message}"
+        + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        + (_host_hint(first.message) if reason == "NodeErrors" else ""),
     ), out_of_sync
 
 
@@ -224,9 +288,12 @@ def apply_trust(
         result = writer.sync_trust(opts.host_root, spec.name, dirs)
         for d in result.dirs:
             log.info("%s %s: %s %s", d.target, d.address, d.action, d.message)
-        nodes, counts = _host_nodes(result)
+        nodes, counts = _host_nodes(result, opts.host_root)
         if opts.system_trust:
-            systemtrust.install(opts.host_root, spec.name, out.publish[CA_KEY])
+            try:
+                systemtrust.install(opts.host_root, spec.name, out.publish[CA_KEY])
+            except OSError as exc:
+                raise host_error(exc, opts.host_root / systemtrust.SYSTEM_TRUST_DIR) from None
     else:
         nodes = conditions.unknown(
             conditions.NODES_SYNCED,
@@ -240,8 +307,15 @@ def apply_trust(
     new_state.update({k: status[k] for k in ("conditions", "bundle", "nodes") if k in status})
     if out.publish is not None:
         new_state["bundlePEM"] = out.publish[CA_KEY].decode()
-    _save_state(opts, spec.name, new_state)
-    return TrustResult(spec.name, status, is_ready(status))
+    host_problem = out.publish is not None and nodes.reason == "NodeErrors"
+    try:
+        _save_state(opts, spec.name, new_state)
+    except HostError as exc:
+        if not host_problem:
+            raise
+        # The status already names the host problem the writer hit first.
+        log.warning("%s", exc)
+    return TrustResult(spec.name, status, is_ready(status), host_problem)
 
 
 def apply_all(
@@ -252,19 +326,44 @@ def apply_all(
     ]
 
 
-def delete_all(manifests: Manifests, opts: HostOptions) -> list[str]:
-    """Remove what each trust owns on this host (restoring files it had backed up)."""
-    removed: list[str] = []
+@dataclass(frozen=True)
+class Removal:
+    path: str  # relative to the host root
+    action: str  # "removed" | "restored" (a foreign file dtrtrust had replaced is back)
+
+
+def delete_all(manifests: Manifests, opts: HostOptions) -> list[Removal]:
+    """Remove what each trust owns on this host (restoring files it had backed up).
+    Every name is checked before anything is removed."""
+    names: list[str] = []
     for m in manifests.trusts:
-        name = str((m.get("metadata") or {}).get("name", ""))
-        if not name:
-            continue
+        try:
+            names.append(check_name((m.get("metadata") or {}).get("name")))
+        except SpecError as exc:
+            raise InputError(f"{KIND} {exc.message}: fix the manifest") from None
+    done: list[Removal] = []
+    for name in names:
         result = writer.remove_trust(opts.host_root, name)
-        removed.extend(result.removed)
+        if result.error:
+            raise HostError(f"cannot remove the files of {name}: {result.error}")
+        for path in result.removed:
+            # The writer lists removed and restored paths alike; a path that exists
+            # after the removal is a foreign file put back.
+            restored = os.path.lexists(opts.host_root / path)
+            done.append(Removal(path, "restored" if restored else "removed"))
+        failed = [d for d in result.dirs if d.action == "error"]
+        if failed:
+            raise HostError(f"cannot remove {failed[0].path}: {failed[0].message}")
         if opts.system_trust:
-            systemtrust.remove(opts.host_root, name)
-        _state_path(opts, name).unlink(missing_ok=True)
-    return removed
+            try:
+                systemtrust.remove(opts.host_root, name)
+            except OSError as exc:
+                raise host_error(exc, opts.host_root / systemtrust.SYSTEM_TRUST_DIR) from None
+        try:
+            _state_path(opts, name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise host_error(exc, _state_path(opts, name)) from None
+    return done
 
 
 def render(results: Iterable[TrustResult]) -> str:
