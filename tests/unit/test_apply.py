@@ -175,3 +175,19 @@ def test_unusable_input_files_are_one_clear_error(tmp_path: Path, text: str, mes
     path.write_text(text)
     with pytest.raises(apply.InputError, match=message):
         apply.load_manifests([str(path)])
+
+
+def test_a_server_certificate_in_ca_pem_is_not_a_ca_and_keeps_the_previous_files(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    assert run(write_manifests(tmp_path), host, StubNetwork(OLD)).ready
+    ca_file = host.host_root / "etc/docker/certs.d" / ADDR / "ca.crt"
+    before = ca_file.read_bytes()
+    leaf_in_pem = write_manifests(
+        tmp_path,
+        ca={"fetch": {"pinnedSHA256": [OLD.fingerprint]}, "pem": CLIENT.cert_pem.decode()},
+    )
+    result = run(leaf_in_pem, host, StubNetwork(OLD))
+    assert conditions(result)["BundleValid"] == ("False", "NotACA")
+    assert conditions(result)["Ready"] == ("False", "NotACA")
+    assert ca_file.read_bytes() == before
