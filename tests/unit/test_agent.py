@@ -27,21 +27,25 @@ from dtrtrust.agent.loop import REMOVED_TTL_SECONDS, Agent, backoff
 from dtrtrust.agent.policies import load_policies
 from dtrtrust.agent.report import TrustReport, report_body, same_report
 from dtrtrust.contract import CONFLICT, ERROR, NOT_EFFECTIVE, REMOVED, RETAINED, SYNCED
+from dtrtrust.core.fingerprints import content_hash
 from dtrtrust.node import writer
 from dtrtrust.node.containerd import containerd_problem
 from dtrtrust.operator.objects import bundle_secret
 
-CA = b"-----BEGIN CERTIFICATE-----\nCA one\n-----END CERTIFICATE-----\n"
-CA2 = b"-----BEGIN CERTIFICATE-----\nCA two\n-----END CERTIFICATE-----\n"
-CERT = b"-----BEGIN CERTIFICATE-----\nCLIENT\n-----END CERTIFICATE-----\n"
+# PEM-shaped (the agent checks the shape, never loads cryptography): base64 bodies.
+CA = b"-----BEGIN CERTIFICATE-----\nQ0Egb25l\n-----END CERTIFICATE-----\n"
+CA2 = b"-----BEGIN CERTIFICATE-----\nQ0EgdHdv\n-----END CERTIFICATE-----\n"
+CERT = b"-----BEGIN CERTIFICATE-----\nQ0xJRU5U\n-----END CERTIFICATE-----\n"
 KEY = b"-----BEGIN PRIVATE KEY-----\nSECRET-KEY-MATERIAL\n-----END PRIVATE KEY-----\n"
 LINUX = {"kubernetes.io/os": "linux"}
+DEFAULT_FILES = {"ca.crt": CA, "client.cert": CERT, "client.key": KEY}
+HASH = content_hash(DEFAULT_FILES)
 
 
 def secret(
     trust: str = "prod",
     *,
-    hash_: str = "sha256:aaa",
+    hash_: str | None = None,
     registries: str = "dtr.example.com:4443",
     targets: str = "docker",
     selector: Mapping[str, str] | None = None,
@@ -49,13 +53,13 @@ def secret(
     data: Mapping[str, bytes] | None = None,
     labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    files = {"ca.crt": CA, "client.cert": CERT, "client.key": KEY} if data is None else data
+    files = DEFAULT_FILES if data is None else data
     return {
         "metadata": {
             "name": f"dtrtrust-{trust}",
             "labels": dict(labels) if labels is not None else {"dtrtrust.io/trust": trust},
             "annotations": {
-                "dtrtrust.io/content-hash": hash_,
+                "dtrtrust.io/content-hash": content_hash(files) if hash_ is None else hash_,
                 "dtrtrust.io/registries": registries,
                 "dtrtrust.io/targets": targets,
                 "dtrtrust.io/node-selector": json.dumps(dict(selector or {})),
@@ -84,11 +88,12 @@ def test_bundle_parsed_from_a_secret_the_operator_built() -> None:
             },
         }
     )
-    body = bundle_secret(spec, "uid-1", {"ca.crt": CA}, "sha256:abc", "dtrtrust-system")
+    published = content_hash({"ca.crt": CA})
+    body = bundle_secret(spec, "uid-1", {"ca.crt": CA}, published, "dtrtrust-system")
     bundle = parse_bundle(body)
     assert bundle == Bundle(
         trust="prod",
-        content_hash="sha256:abc",
+        content_hash=published,
         addresses=("dtr.example.com:4443", "10.0.0.5:4443"),
         targets=("docker", "containerd"),
         selector={"role": "build"},
@@ -110,6 +115,19 @@ def test_bundle_parsed_from_a_secret_the_operator_built() -> None:
         ({"data": {"client.cert": CERT, "client.key": KEY}}, "no ca.crt"),
         ({"data": {"ca.crt": CA, "client.key": KEY}}, "only one of"),
         ({"labels": {}}, "no dtrtrust.io/trust label"),
+        ({"hash_": "sha256:" + "0" * 64}, "does not match its dtrtrust.io/content-hash"),
+        (
+            {"data": {**DEFAULT_FILES, "extra": b"smuggled"}, "hash_": HASH},
+            "does not match its dtrtrust.io/content-hash",
+        ),
+        ({"data": {"ca.crt": b"garbage\x00\xff"}}, "ca.crt is not PEM certificates"),
+        ({"data": {"ca.crt": CA + b"trailing text"}}, "text outside the PEM CERTIFICATE"),
+        ({"data": {"ca.crt": CA.replace(b"Q0Egb25l", b"Q0E!b25l")}}, "not PEM certificates"),
+        ({"data": {"ca.crt": KEY}}, "ca.crt is not PEM certificates"),
+        (
+            {"data": {"ca.crt": CA, "client.cert": b"not a cert", "client.key": KEY}},
+            "client.cert is not PEM certificates",
+        ),
     ],
 )
 def test_unusable_bundle_secret_is_rejected_with_what_is_wrong(
@@ -371,7 +389,7 @@ def test_agent_writes_files_of_a_selected_trust_and_reports_synced(tmp_path: Pat
     a.reconcile(everything=True)
     assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
     assert os.stat(tmp_path / DOCKER_DIR / "client.key").st_mode & 0o777 == 0o600
-    assert a.reports["prod"] == TrustReport("prod", "sha256:aaa", SYNCED)
+    assert a.reports["prod"] == TrustReport("prod", HASH, SYNCED)
 
 
 def test_nothing_happens_before_the_first_complete_list(tmp_path: Path) -> None:
@@ -426,12 +444,12 @@ def test_changed_bundle_is_rewritten_and_unchanged_one_is_not_touched(tmp_path: 
     before = os.stat(tmp_path / DOCKER_DIR / "ca.crt").st_mtime_ns
     a.reconcile(everything=True)
     assert os.stat(tmp_path / DOCKER_DIR / "ca.crt").st_mtime_ns == before
-    see(a, [secret(hash_="sha256:bbb", data={"ca.crt": CA2})])
+    see(a, [secret(data={"ca.crt": CA2})])
     a._mark(["prod"])
     a.reconcile(everything=False)
     assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA2
     assert not (tmp_path / DOCKER_DIR / "client.key").exists()
-    assert a.reports["prod"].content_hash == "sha256:bbb"
+    assert a.reports["prod"].content_hash == content_hash({"ca.crt": CA2})
 
 
 def test_hand_deleted_file_is_restored_at_resync(tmp_path: Path) -> None:
@@ -478,3 +496,29 @@ def test_removed_entry_leaves_the_report_after_its_grace(tmp_path: Path) -> None
     now[0] += REMOVED_TTL_SECONDS + 1
     a.reconcile(everything=True)
     assert "prod" not in a.reports
+
+
+def test_a_hand_edited_secret_is_refused_and_the_last_good_files_stay(tmp_path: Path) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    before = os.stat(tmp_path / DOCKER_DIR / "ca.crt")
+    tampered = secret()
+    tampered["data"]["ca.crt"] = base64.b64encode(b"garbage, not a certificate").decode()
+    see(a, [tampered])
+    a.reconcile(everything=True)
+    after = os.stat(tmp_path / DOCKER_DIR / "ca.crt")
+    assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert a.reports["prod"].state == ERROR
+    assert "does not match its dtrtrust.io/content-hash" in a.reports["prod"].message
+
+
+def test_pem_text_check_accepts_real_certificates_and_crlf() -> None:
+    from certfactory import make_ca
+    from dtrtrust.core.pem_text import certificate_text_problem
+
+    real = make_ca("pem text root").cert_pem + make_ca("pem text other").cert_pem
+    assert certificate_text_problem(real) is None
+    assert certificate_text_problem(b"\n" + real.replace(b"\n", b"\r\n") + b"\n\n") is None
+    assert certificate_text_problem(b"") == "it holds no PEM CERTIFICATE block"

@@ -38,6 +38,8 @@ from dtrtrust.contract import (
 )
 from dtrtrust.core import layout
 from dtrtrust.core.addresses import validate_address
+from dtrtrust.core.fingerprints import content_hash
+from dtrtrust.core.pem_text import certificate_text_problem
 from dtrtrust.node import writer
 
 
@@ -81,8 +83,8 @@ def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
     if not trust:
         raise BundleError(f"{where} has no {TRUST_LABEL} label")
     notes = meta.get("annotations") or {}
-    content_hash = str(notes.get(HASH_ANNOTATION) or "")
-    if not content_hash:
+    content_hash_annotation = str(notes.get(HASH_ANNOTATION) or "")
+    if not content_hash_annotation:
         raise BundleError(f"{where} has no {HASH_ANNOTATION} annotation")
     addresses = _split(notes.get(ADDRESSES_ANNOTATION))
     if not addresses:
@@ -121,9 +123,23 @@ def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
     cert, key = decoded.get(CLIENT_CERT_KEY), decoded.get(CLIENT_KEY_KEY)
     if bool(cert) != bool(key):
         raise BundleError(f"{where} holds only one of {CLIENT_CERT_KEY} and {CLIENT_KEY_KEY}")
+    # Install only what the operator published: the data must be what it hashed.
+    if content_hash(decoded) != content_hash_annotation:
+        raise BundleError(
+            f"{where}: its data does not match its {HASH_ANNOTATION} annotation (edited by "
+            "hand?); refusing it and keeping the last good files until the operator "
+            "republishes the Secret"
+        )
+    for name, pem in ((CA_KEY, ca), (CLIENT_CERT_KEY, cert)):
+        problem = certificate_text_problem(pem) if pem else None
+        if problem:
+            raise BundleError(
+                f"{where}: {name} is not PEM certificates ({problem}); refusing it and "
+                "keeping the last good files"
+            )
     return Bundle(
         trust=trust,
-        content_hash=content_hash,
+        content_hash=content_hash_annotation,
         addresses=addresses,
         targets=targets,
         selector=dict(selector),
