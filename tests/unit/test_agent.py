@@ -52,11 +52,20 @@ def secret(
     policy: str = "Delete",
     data: Mapping[str, bytes] | None = None,
     labels: Mapping[str, str] | None = None,
+    uid: str = "uid-1",
 ) -> dict[str, Any]:
     files = DEFAULT_FILES if data is None else data
     return {
         "metadata": {
             "name": f"dtrtrust-{trust}",
+            "ownerReferences": [
+                {
+                    "apiVersion": "dtrtrust.io/v1alpha1",
+                    "kind": "DTRTrust",
+                    "name": trust,
+                    "uid": uid,
+                }
+            ],
             "labels": dict(labels) if labels is not None else {"dtrtrust.io/trust": trust},
             "annotations": {
                 "dtrtrust.io/content-hash": content_hash(files) if hash_ is None else hash_,
@@ -100,6 +109,7 @@ def test_bundle_parsed_from_a_secret_the_operator_built() -> None:
         policy="Retain",
         ca=CA,
         client=None,
+        owner_uid="uid-1",
     )
 
 
@@ -207,8 +217,36 @@ def test_decide_per_trust(
     policies: dict[str, str],
     expected: list[tuple[str, str]],
 ) -> None:
-    got = [(a.trust, a.kind) for a in decide(bundles, labels, owned, policies)]
+    # Every trust with a Secret exists; the others are gone.
+    existing = {t: "uid-1" for t in bundles}
+    got = [(a.trust, a.kind) for a in decide(bundles, labels, owned, policies, None, existing)]
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("bundles", "existing", "file_uids", "expected"),
+    [
+        # Secret gone while its DTRTrust exists: touch nothing, report it
+        ({}, {"prod": "uid-1"}, {"prod": "uid-1"}, "missing"),
+        ({}, {"prod": "uid-1"}, {}, "missing"),
+        # the DTRTrusts are not known yet (not listed, unreadable): the same
+        ({}, None, {}, "missing"),
+        # the DTRTrust was deleted and created again (another uid): the old one is gone
+        ({}, {"prod": "uid-2"}, {"prod": "uid-1"}, "remove"),
+        # the DTRTrust is gone while its Secret waits for garbage collection
+        ({"prod": _bundle()}, {}, {}, "remove"),
+        # a Secret without a readable DTRTrust list still syncs (only removal waits)
+        ({"prod": _bundle()}, None, {}, "sync"),
+    ],
+)
+def test_only_a_trust_known_to_be_gone_loses_its_files(
+    bundles: dict[str, Bundle | BundleError],
+    existing: dict[str, str] | None,
+    file_uids: dict[str, str],
+    expected: str,
+) -> None:
+    got = decide(bundles, LINUX, {"prod"}, {}, None, existing, file_uids)
+    assert [(a.trust, a.kind) for a in got] == [("prod", expected)]
 
 
 def test_decide_limited_to_dirty_trusts_leaves_others_alone() -> None:
@@ -371,13 +409,25 @@ def make_agent(root: Path) -> Agent:
     return Agent(Config(node_name="n1", host_root=root), NoApi())  # type: ignore[arg-type]
 
 
-def see(a: Agent, secrets: list[dict[str, Any]], labels: Mapping[str, str] = LINUX) -> None:
-    """What the watchers would have put into the view after a list."""
+def see(
+    a: Agent,
+    secrets: list[dict[str, Any]],
+    labels: Mapping[str, str] = LINUX,
+    trusts: Mapping[str, str] | None = None,
+) -> None:
+    """What the watchers would have put into the view after a list. ``trusts`` (name ->
+    uid) are the DTRTrusts that exist: by default those of ``secrets``."""
     a.view.bundles = {}
     for s in secrets:
         a._set_secret(s)
     a.view.labels = dict(labels)
     a.view.secrets_listed = True
+    if trusts is None:
+        trusts = {
+            s["metadata"]["labels"]["dtrtrust.io/trust"]: s["metadata"]["ownerReferences"][0]["uid"]
+            for s in secrets
+        }
+    a.view.trusts = dict(trusts)
 
 
 DOCKER_DIR = "etc/docker/certs.d/dtr.example.com:4443"
@@ -407,7 +457,7 @@ def test_trust_deleted_while_agent_was_down_is_cleaned_at_start(tmp_path: Path) 
     see(first, [secret()])
     first.reconcile(everything=True)
     restarted = make_agent(tmp_path)
-    see(restarted, [])  # the Secret is gone
+    see(restarted, [])  # the Secret and the DTRTrust are gone
     restarted.reconcile(everything=True)
     assert not (tmp_path / DOCKER_DIR).exists()
     assert writer.owned_trusts(tmp_path) == set()
@@ -522,3 +572,30 @@ def test_pem_text_check_accepts_real_certificates_and_crlf() -> None:
     assert certificate_text_problem(real) is None
     assert certificate_text_problem(b"\n" + real.replace(b"\n", b"\r\n") + b"\n\n") is None
     assert certificate_text_problem(b"") == "it holds no PEM CERTIFICATE block"
+
+
+def test_a_deleted_secret_of_an_existing_trust_keeps_the_files_and_is_reported(
+    tmp_path: Path,
+) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    see(a, [], trusts={"prod": "uid-1"})  # the Secret is gone, its DTRTrust is not
+    a.reconcile(everything=True)
+    assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
+    assert a.reports["prod"].state == ERROR
+    assert "missing while DTRTrust prod exists" in a.reports["prod"].message
+    # The operator publishes it again: synced, nothing rewritten.
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    assert a.reports["prod"] == TrustReport("prod", HASH, SYNCED)
+
+
+def test_a_trust_created_again_under_the_same_name_loses_the_old_files(tmp_path: Path) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    see(a, [], trusts={"prod": "uid-2"})  # deleted and created again; no Secret yet
+    a.reconcile(everything=True)
+    assert not (tmp_path / DOCKER_DIR).exists()
+    assert a.reports["prod"].state == REMOVED
