@@ -191,3 +191,26 @@ def test_a_server_certificate_in_ca_pem_is_not_a_ca_and_keeps_the_previous_files
     assert conditions(result)["BundleValid"] == ("False", "NotACA")
     assert conditions(result)["Ready"] == ("False", "NotACA")
     assert ca_file.read_bytes() == before
+
+
+def test_a_second_apply_with_nothing_changed_does_not_rewrite_the_state_file(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    manifest = write_manifests(tmp_path)
+    assert run(manifest, host, StubNetwork(OLD)).ready
+    state = host.state_dir / "dtr.json"
+    before = state.stat()
+    assert run(manifest, host, StubNetwork(OLD), now=NOW + dt.timedelta(minutes=5)).ready
+    after = state.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_host_root_that_does_not_exist_is_refused_and_nothing_is_created(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "does-not-exist"
+    opts = apply.HostOptions(host_root=missing, home="/root", system_trust=True)
+    result = run(write_manifests(tmp_path), opts, StubNetwork(OLD))
+    assert conditions(result)["NodesSynced"] == ("False", "NodeErrors")
+    assert result.host_problem
+    assert not missing.exists()

@@ -232,11 +232,10 @@ def _host_nodes(
         return conditions.failed(conditions.NODES_SYNCED, "NodeErrors", message), out_of_sync
     problems = [d for d in result.dirs if d.action not in ("written", "unchanged")]
     if not problems:
-        written = sum(d.action == "written" for d in result.dirs)
+        # No per-run counts here: an apply with nothing changed leaves the status (and
+        # apply's state file) exactly as it was. What was written is logged.
         return conditions.ok(
-            conditions.NODES_SYNCED,
-            "Synced",
-            f"{len(result.dirs)} director(ies) in place, {written} written.",
+            conditions.NODES_SYNCED, "Synced", f"{len(result.dirs)} director(ies) in place."
         ), counts
     first = problems[0]
     reason = "Conflict" if first.action == "conflict" else "NodeErrors"
@@ -289,7 +288,7 @@ def apply_trust(
         for d in result.dirs:
             log.info("%s %s: %s %s", d.target, d.address, d.action, d.message)
         nodes, counts = _host_nodes(result, opts.host_root)
-        if opts.system_trust:
+        if opts.system_trust and not result.error:
             try:
                 systemtrust.install(opts.host_root, spec.name, out.publish[CA_KEY])
             except OSError as exc:
@@ -354,7 +353,7 @@ def delete_all(manifests: Manifests, opts: HostOptions) -> list[Removal]:
         failed = [d for d in result.dirs if d.action == "error"]
         if failed:
             raise HostError(f"cannot remove {failed[0].path}: {failed[0].message}")
-        if opts.system_trust:
+        if opts.system_trust and not result.error:
             try:
                 systemtrust.remove(opts.host_root, name)
             except OSError as exc:
