@@ -125,27 +125,6 @@ def test_a_rotation_across_two_runs_keeps_the_previous_ca_on_disk(
     assert [p["sha256"] for p in rotated.status["bundle"]["previousCAs"]] == [OLD.fingerprint]
 
 
-def test_system_trust_installs_one_file_per_ca_and_delete_removes_them(
-    tmp_path: Path, host: apply.HostOptions
-) -> None:
-    host.system_trust = True
-    manifest = write_manifests(
-        tmp_path, ca={"fetch": {"pinnedSHA256": [OLD.fingerprint]}, "pem": INTER.cert_pem.decode()}
-    )
-    assert run(manifest, host, StubNetwork(OLD)).ready
-    store = host.host_root / "usr/local/share/ca-certificates"
-    installed = sorted(p.name for p in store.iterdir())
-    assert installed == ["dtrtrust-dtr-0.crt", "dtrtrust-dtr-1.crt"]
-    blobs = {p.read_bytes().strip() for p in store.iterdir()}
-    assert blobs == {OLD.cert_pem.strip(), INTER.cert_pem.strip()}
-    assert all((store / n).stat().st_mode & 0o777 == 0o644 for n in installed)
-
-    removed = apply.delete_all(apply.load_manifests([str(manifest)]), host)
-    assert removed
-    assert list(store.iterdir()) == []
-    assert not (host.host_root / "etc/docker/certs.d" / ADDR).exists()
-
-
 def test_an_unusable_host_root_is_a_node_error_not_ready(tmp_path: Path) -> None:
     opts = apply.HostOptions(host_root=tmp_path / "does-not-exist", home="/root")
     result = run(write_manifests(tmp_path), opts, StubNetwork(OLD))

@@ -201,9 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--system-trust",
         action="store_true",
-        help="also install the CA bundle in the OS trust store "
-        "(/usr/local/share/ca-certificates + update-ca-certificates); "
-        "undone by --delete --system-trust",
+        help="also install the CA bundle in the OS trust store: Debian/Ubuntu "
+        "(/usr/local/share/ca-certificates + update-ca-certificates) or RHEL/Fedora "
+        "(/etc/pki/ca-trust/source/anchors + update-ca-trust extract); removed by --delete",
     )
     p.add_argument(
         "--delete",

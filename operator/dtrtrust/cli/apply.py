@@ -12,30 +12,42 @@ import base64
 import binascii
 import datetime as dt
 import errno
+import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from dtrtrust.cli import manifest_yaml
 from dtrtrust.contract import API_VERSION, CA_KEY, CLIENT_CERT_KEY, CLIENT_KEY_KEY, KIND
 from dtrtrust.core import conditions, layout
 from dtrtrust.core.conditions import Condition
+from dtrtrust.core.fingerprints import fingerprint_der
 from dtrtrust.core.network import Network
+from dtrtrust.core.pem import parse_certificates
 from dtrtrust.core.reconcile import Previous, reconcile
 from dtrtrust.core.spec import SpecError, check_name, parse_trust
 from dtrtrust.core.status import invalid_spec_status, is_ready, trust_status
-from dtrtrust.node import systemtrust, writer
+from dtrtrust.node import nofollow, systemtrust, writer
 
 log = logging.getLogger("dtrtrust.apply")
 
-# Next to the writer's ownership record (<host root>/.dtrtrust), private like it.
-STATE_DIR = ".dtrtrust/apply"
+# apply's own state dir, inside the writer's (one location for the agent and apply on a
+# host), private like it. Where earlier versions kept it: read once, moved, removed.
+APPLY_STATE_SUBDIR = "apply"
+LEGACY_STATE_DIRS = (".dtrtrust/apply",)
+
+
+def state_dir() -> str:
+    """apply's state directory relative to the host root (follows the writer's)."""
+    return f"{writer.STATE_DIR}/{APPLY_STATE_SUBDIR}"
 
 
 class InputError(Exception):
@@ -174,10 +186,13 @@ class HostOptions:
     home: str = field(default_factory=lambda: os.environ.get("HOME", "/root"))
     system_trust: bool = False
     client_override: tuple[bytes, bytes] | None = None
+    # The OS store's update command, instead of the store's own (update-ca-certificates,
+    # update-ca-trust extract); when set it also runs for a host root other than /.
+    system_trust_command: Sequence[str] | None = None
 
     @property
     def state_dir(self) -> Path:
-        return self.host_root / STATE_DIR
+        return self.host_root / state_dir()
 
     @property
     def home_rel(self) -> str:
@@ -198,27 +213,73 @@ def _state_path(opts: HostOptions, name: str) -> Path:
     return opts.state_dir / f"{name}.json"
 
 
-def _load_state(opts: HostOptions, name: str) -> dict[str, Any]:
+def _state_rel(name: str, directory: str | None = None) -> str:
+    return f"{directory or state_dir()}/{name}.json"
+
+
+def _read_state(opts: HostOptions, rel: str) -> dict[str, Any] | None:
+    """The state at ``rel`` (None when absent), read without following any link."""
     try:
-        data = json.loads(_state_path(opts, name).read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+        raw = nofollow.read_file(opts.host_root, rel)
+    except FileNotFoundError:
+        return None  # no host root: the writer refuses it
+    except writer.WriterError as exc:
+        raise HostError(f"cannot use {opts.host_root / rel}: {exc}") from None
+    except OSError as exc:
+        raise host_error(exc, opts.host_root / rel) from None
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        log.warning("%s is not JSON; starting from an empty state", opts.host_root / rel)
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _load_state(opts: HostOptions, name: str) -> dict[str, Any]:
+    """apply's state for ``name``; a state in a legacy location is moved here first."""
+    state = _read_state(opts, _state_rel(name))
+    if state is not None:
+        return state
+    for legacy in LEGACY_STATE_DIRS:
+        if legacy == state_dir():
+            continue
+        old = _read_state(opts, _state_rel(name, legacy))
+        if old is not None:
+            _write_state(opts, name, old)
+            _remove_state(opts, _state_rel(name, legacy))
+            log.info("moved %s to %s", _state_rel(name, legacy), _state_rel(name))
+            return old
+    return {}
+
+
+def _write_state(opts: HostOptions, name: str, state: Mapping[str, Any]) -> None:
+    rel = _state_rel(name)
+    data = (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
+    try:
+        nofollow.write_file(opts.host_root, rel, data, 0o600, dir_mode=0o700)
+    except writer.WriterError as exc:
+        raise HostError(f"cannot write {opts.host_root / rel}: {exc}") from None
+    except OSError as exc:
+        raise host_error(exc, opts.host_root / rel) from None
+
+
+def _remove_state(opts: HostOptions, rel: str) -> None:
+    try:
+        nofollow.remove_file(opts.host_root, rel)
+    except writer.WriterError as exc:
+        raise HostError(f"cannot remove {opts.host_root / rel}: {exc}") from None
+    except OSError as exc:
+        raise host_error(exc, opts.host_root / rel) from None
 
 
 def _save_state(opts: HostOptions, name: str, state: Mapping[str, Any]) -> None:
     """Write apply's state for ``name`` when it differs from what is on disk; never
     creates the host root itself (a missing one was refused by the writer)."""
-    if state == _load_state(opts, name) or not opts.host_root.is_dir():
+    if not opts.host_root.is_dir() or state == _load_state(opts, name):
         return
-    path = _state_path(opts, name)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise host_error(exc, path) from None
+    _write_state(opts, name, state)
 
 
 def _host_nodes(
@@ -267,6 +328,8 @@ def apply_trust(
         status = invalid_spec_status(previous_status, 0, exc.reason, exc.message, now=now)
         return TrustResult(name, status, False)
 
+    system_status: dict[str, Any] | None = None
+    system_record: dict[str, Any] | None = None
     previous_pem = state.get("bundlePEM")
     previous = Previous.from_status(
         state.get("bundle"), previous_pem.encode() if isinstance(previous_pem, str) else None
@@ -289,10 +352,13 @@ def apply_trust(
             log.info("%s %s: %s %s", d.target, d.address, d.action, d.message)
         nodes, counts = _host_nodes(result, opts.host_root)
         if opts.system_trust and not result.error:
-            try:
-                systemtrust.install(opts.host_root, spec.name, out.publish[CA_KEY])
-            except OSError as exc:
-                raise host_error(exc, opts.host_root / systemtrust.SYSTEM_TRUST_DIR) from None
+            store = _install_system_trust(opts, spec.name, out.publish[CA_KEY], state)
+            system_status = store.to_status()
+            system_record = {"files": store.files, "pending": store.updated is False}
+            if store.problem and nodes.status == "True":
+                nodes = conditions.failed(
+                    conditions.NODES_SYNCED, "NotEffective", f"OS trust store: {store.problem}"
+                )
     else:
         nodes = conditions.unknown(
             conditions.NODES_SYNCED,
@@ -301,11 +367,15 @@ def apply_trust(
         )
         counts = None
     status = trust_status(spec, out, nodes, counts, previous_status, now=now)
+    if system_status is not None:
+        status["systemTrust"] = system_status
 
     new_state: dict[str, Any] = dict(state)
     new_state.update({k: status[k] for k in ("conditions", "bundle", "nodes") if k in status})
     if out.publish is not None:
         new_state["bundlePEM"] = out.publish[CA_KEY].decode()
+    if system_record is not None:
+        new_state[SYSTEM_TRUST_KEY] = system_record
     host_problem = out.publish is not None and nodes.reason == "NodeErrors"
     try:
         _save_state(opts, spec.name, new_state)
@@ -315,6 +385,48 @@ def apply_trust(
         # The status already names the host problem the writer hit first.
         log.warning("%s", exc)
     return TrustResult(spec.name, status, is_ready(status), host_problem)
+
+
+# apply's record of the OS trust store files it wrote for a trust:
+# {"files": {rel path: sha256 of the content}, "pending": the update command still to run}
+SYSTEM_TRUST_KEY = "systemTrust"
+
+
+def _system_record(state: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
+    record = state.get(SYSTEM_TRUST_KEY)
+    if not isinstance(record, Mapping):
+        return {}, False
+    files = record.get("files")
+    owned = {str(k): str(v) for k, v in files.items()} if isinstance(files, Mapping) else {}
+    return owned, bool(record.get("pending"))
+
+
+def _install_system_trust(
+    opts: HostOptions, trust: str, ca_pem: bytes, state: Mapping[str, Any]
+) -> systemtrust.Result:
+    """One OS-store file per certificate of the published bundle (split by the strict
+    PEM parser, named by fingerprint)."""
+    owned, pending = _system_record(state)
+    certificates = [
+        (
+            fingerprint_der(cert.public_bytes(Encoding.DER)),
+            cert.public_bytes(Encoding.PEM),
+        )
+        for cert in parse_certificates(ca_pem, source="the published bundle")
+    ]
+    try:
+        return systemtrust.install(
+            opts.host_root,
+            trust,
+            certificates,
+            owned,
+            pending=pending,
+            command_override=opts.system_trust_command,
+        )
+    except writer.WriterError as exc:
+        raise HostError(f"cannot write the OS trust store under {opts.host_root}: {exc}") from None
+    except OSError as exc:
+        raise host_error(exc, opts.host_root / (exc.filename or "")) from None
 
 
 def apply_all(
@@ -353,16 +465,49 @@ def delete_all(manifests: Manifests, opts: HostOptions) -> list[Removal]:
         failed = [d for d in result.dirs if d.action == "error"]
         if failed:
             raise HostError(f"cannot remove {failed[0].path}: {failed[0].message}")
-        if opts.system_trust and not result.error:
+        state = _load_state(opts, name)
+        owned, pending = _system_record(state)
+        if opts.system_trust and not owned:
+            owned = _legacy_system_files(opts, name)
+        if owned:
             try:
-                systemtrust.remove(opts.host_root, name)
+                store = systemtrust.remove(
+                    opts.host_root,
+                    owned,
+                    pending=pending,
+                    command_override=opts.system_trust_command,
+                )
+            except writer.WriterError as exc:
+                raise HostError(
+                    f"cannot remove the OS trust store files of {name}: {exc}"
+                ) from None
             except OSError as exc:
-                raise host_error(exc, opts.host_root / systemtrust.SYSTEM_TRUST_DIR) from None
-        try:
-            _state_path(opts, name).unlink(missing_ok=True)
-        except OSError as exc:
-            raise host_error(exc, _state_path(opts, name)) from None
+                raise host_error(exc, opts.host_root / (exc.filename or "")) from None
+            done.extend(Removal(rel, "removed") for rel in store.removed)
+            if store.problem:
+                log.warning("OS trust store: %s", store.problem)
+            elif store.note:
+                log.warning("OS trust store: %s", store.note)
+        _remove_state(opts, _state_rel(name))
     return done
+
+
+def _legacy_system_files(opts: HostOptions, trust: str) -> dict[str, str]:
+    """The OS-store files earlier versions wrote without a record (Debian layout,
+    ``dtrtrust-<trust>-<index>.crt``): exactly those names, never a prefix match."""
+    directory = "usr/local/share/ca-certificates"
+    pattern = re.compile(rf"dtrtrust-{re.escape(trust)}-[0-9]+\.crt")
+    try:
+        names = sorted(n for n in os.listdir(opts.host_root / directory) if pattern.fullmatch(n))
+    except OSError:
+        return {}
+    found: dict[str, str] = {}
+    for n in names:
+        rel = f"{directory}/{n}"
+        data = nofollow.read_file(opts.host_root, rel)
+        if data is not None:
+            found[rel] = "sha256:" + hashlib.sha256(data).hexdigest()
+    return found
 
 
 def render(results: Iterable[TrustResult]) -> str:

@@ -1,0 +1,139 @@
+"""Symbolic links planted where `dtrtrust apply` writes: never followed, on the real writer.
+
+Each case plants a link to a directory or file outside the host root and runs apply;
+nothing outside may change, whatever apply then reports. A refused path is a host
+problem: exit 3 with one line naming the link.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+import certfactory
+from dtrtrust.cli import EXIT_HOST, apply, main
+from dtrtrust.node import writer
+from stubnet import StubNetwork
+
+ROOT = certfactory.make_ca("Symlink Root")
+ADDR = "dtr.example.com:4443"
+STATE = apply.state_dir()  # e.g. .dtrtrust/apply
+BAIT = b"the attacker's target: must stay exactly this\n"
+
+
+def manifest(tmp_path: Path) -> Path:
+    doc = {
+        "apiVersion": "dtrtrust.io/v1alpha1",
+        "kind": "DTRTrust",
+        "metadata": {"name": "dtr"},
+        "spec": {"registry": ADDR, "ca": {"pem": ROOT.cert_pem.decode()}, "verify": {"tls": False}},
+    }
+    path = tmp_path / "trust.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory outside the host root with one file in it."""
+    d = tmp_path / "outside"
+    d.mkdir()
+    (d / "target").write_bytes(BAIT)
+    return d
+
+
+def snapshot(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def plant(root: Path, rel: str, target: Path) -> None:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, root / rel)
+
+
+# (where the link is planted, whether it points at the outside directory or its file)
+CASES = [
+    (writer.STATE_DIR, "dir"),
+    (STATE, "dir"),
+    (f"{STATE}/dtr.json", "file"),
+    (f"{STATE}/.dtr.json.dtrtrust-new", "file"),
+    (f"{STATE}/dtr.tmp", "file"),  # the temp name of earlier versions
+]
+
+
+@pytest.mark.parametrize(("rel", "kind"), CASES)
+def test_a_planted_link_in_apply_state_is_never_followed(
+    tmp_path: Path, outside: Path, rel: str, kind: str
+) -> None:
+    root = tmp_path / "host"
+    root.mkdir()
+    plant(root, rel, outside if kind == "dir" else outside / "target")
+    before = snapshot(outside)
+    opts = apply.HostOptions(host_root=root, home="/root")
+    refused = ""
+    try:
+        apply.apply_all(
+            apply.load_manifests([str(manifest(tmp_path))]),
+            opts,
+            now=certfactory.NOW,
+            network=StubNetwork(ROOT),
+        )
+    except apply.HostError as exc:
+        refused = str(exc)
+    assert not refused or "symbolic link" in refused
+    assert snapshot(outside) == before
+    assert list(outside.iterdir()) == [outside / "target"]
+
+
+@pytest.mark.parametrize(("rel", "kind"), CASES)
+def test_delete_with_a_planted_link_never_follows_it(
+    tmp_path: Path, outside: Path, rel: str, kind: str
+) -> None:
+    root = tmp_path / "host"
+    root.mkdir()
+    plant(root, rel, outside if kind == "dir" else outside / "target")
+    before = snapshot(outside)
+    opts = apply.HostOptions(host_root=root, home="/root")
+    refused = ""
+    try:
+        apply.delete_all(apply.load_manifests([str(manifest(tmp_path))]), opts)
+    except apply.HostError as exc:
+        refused = str(exc)
+    assert not refused or "symbolic link" in refused
+    assert snapshot(outside) == before
+
+
+def test_a_linked_state_directory_exits_3_with_one_line(
+    tmp_path: Path, outside: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "host"
+    root.mkdir()
+    plant(root, STATE, outside)
+    code = main(["apply", "-f", str(manifest(tmp_path)), "--host-root", str(root)])
+    err = capsys.readouterr().err
+    assert code == EXIT_HOST
+    summary = [line for line in err.splitlines() if line.startswith("dtrtrust: ")]
+    assert len(summary) == 1
+    assert "symbolic link" in summary[0]
+    assert list(outside.iterdir()) == [outside / "target"]
+
+
+def test_state_in_the_legacy_location_is_moved_to_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "host"
+    root.mkdir()
+    legacy = root / ".dtrtrust/apply/dtr.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text('{"bundlePEM": "kept"}\n')
+    monkeypatch.setattr(writer, "STATE_DIR", "var/lib/dtrtrust")
+    opts = apply.HostOptions(host_root=root, home="/root")
+    assert apply._load_state(opts, "dtr") == {"bundlePEM": "kept"}
+    assert not legacy.exists()
+    moved = root / "var/lib/dtrtrust/apply/dtr.json"
+    assert json.loads(moved.read_text()) == {"bundlePEM": "kept"}
+    assert moved.stat().st_mode & 0o777 == 0o600
