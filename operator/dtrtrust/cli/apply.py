@@ -209,10 +209,6 @@ class TrustResult:
     host_problem: bool = False
 
 
-def _state_path(opts: HostOptions, name: str) -> Path:
-    return opts.state_dir / f"{name}.json"
-
-
 def _state_rel(name: str, directory: str | None = None) -> str:
     return f"{directory or state_dir()}/{name}.json"
 
