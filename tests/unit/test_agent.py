@@ -599,3 +599,16 @@ def test_a_trust_created_again_under_the_same_name_loses_the_old_files(tmp_path:
     a.reconcile(everything=True)
     assert not (tmp_path / DOCKER_DIR).exists()
     assert a.reports["prod"].state == REMOVED
+
+
+def test_remembered_policies_are_never_written_through_a_planted_link(tmp_path: Path) -> None:
+    from dtrtrust.agent.policies import save_policies
+
+    root, outside = tmp_path / "host", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    os.symlink(outside, root / writer.STATE_DIR)
+    with pytest.raises(OSError, match="symbolic link"):
+        save_policies(root, {"prod": "Retain"})
+    assert list(outside.iterdir()) == []
+    assert load_policies(root) == {}

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from dtrtrust.contract import DELETION_POLICIES
-from dtrtrust.node import writer
+from dtrtrust.node import nofollow, writer
 
 log = logging.getLogger("dtrtrust.agent")
 
@@ -22,14 +21,18 @@ AGENT_STATE_FILE = "agent.json"  # under writer.STATE_DIR
 
 
 def load_policies(host_root: Path) -> dict[str, str]:
-    """Remembered deletion policies (trust -> Delete|Retain); {} when none."""
-    path = host_root / writer.STATE_DIR / AGENT_STATE_FILE
+    """Remembered deletion policies (trust -> Delete|Retain); {} when none. Read
+    without following links (a planted link is logged and ignored)."""
+    rel = f"{writer.STATE_DIR}/{AGENT_STATE_FILE}"
     try:
-        raw = json.loads(path.read_bytes())
+        data = nofollow.read_file(host_root, rel)
+        if data is None:
+            return {}
+        raw = json.loads(data)
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read %s (%s); assuming deletionPolicy Delete", path, exc)
+    except (OSError, ValueError, writer.WriterError) as exc:
+        log.warning("cannot read %s (%s); assuming deletionPolicy Delete", host_root / rel, exc)
         return {}
     policies = raw.get("policies") if isinstance(raw, dict) else None
     if not isinstance(policies, dict):
@@ -38,16 +41,13 @@ def load_policies(host_root: Path) -> dict[str, str]:
 
 
 def save_policies(host_root: Path, policies: Mapping[str, str]) -> None:
-    """Atomically (temp file, fsync, rename) next to the writer's ownership record."""
-    directory = host_root / writer.STATE_DIR
-    directory.mkdir(mode=0o700, exist_ok=True)
-    path = directory / AGENT_STATE_FILE
-    tmp = directory / f".{AGENT_STATE_FILE}.tmp"
+    """Atomically (temp file, fsync, rename) next to the writer's ownership record,
+    through the no-follow walk: a link planted there is refused (OSError), never
+    followed."""
     data = json.dumps({"version": 1, "policies": dict(sorted(policies.items()))}).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        nofollow.write_file(
+            host_root, f"{writer.STATE_DIR}/{AGENT_STATE_FILE}", data, 0o600, dir_mode=0o700
+        )
+    except writer.WriterError as exc:
+        raise OSError(str(exc)) from None
