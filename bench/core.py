@@ -40,6 +40,46 @@ def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
     return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
 
 
+TRUSTS = 1000
+
+
+def many_trusts(
+    bundle: bytes, client: tuple[bytes, bytes], count: int
+) -> list[tuple[str, int, float, float]]:
+    """The agent's periodic resync on a node with ``count`` trusts (one docker directory
+    each): nothing changed, so nothing may be written, and the record must not be
+    parsed or serialised per directory."""
+    rows: list[tuple[str, int, float, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        per_trust = [
+            (f"trust-{i}", layout.desired_dirs([f"r{i}.example:5000"], ["docker"], bundle, client))
+            for i in range(count)
+        ]
+        for name, dirs in per_trust:
+            writer.sync_trust(root, name, dirs)
+        record = root / writer.STATE_DIR / "state.json"
+        size_kib = record.stat().st_size // 1024
+        mtime = record.stat().st_mtime_ns
+        name, dirs = per_trust[count // 2]
+        rows.append(
+            (
+                f"writer.sync_trust, 1 dir, nothing changed, {count} trusts on the node "
+                f"(record {size_kib} KiB)",
+                200,
+                *timed(lambda: writer.sync_trust(root, name, dirs), 200),
+            )
+        )
+
+        def resync() -> None:
+            for trust, trust_dirs in per_trust:
+                writer.sync_trust(root, trust, trust_dirs)
+
+        rows.append((f"full resync of {count} unchanged trusts", 3, *timed(resync, 3)))
+        assert record.stat().st_mtime_ns == mtime, "a no-op resync wrote the record"
+    return rows
+
+
 def main() -> None:
     rows: list[tuple[str, int, float, float]] = []
 
@@ -113,6 +153,8 @@ def main() -> None:
             writer.sync_trust(root, "bench", changed)
 
         rows.append(("writer.sync_trust, 40 dirs, every ca.crt changed", 30, *timed(rotate, 30)))
+
+    rows += many_trusts(bundle, (client.cert_pem, client.key_pem), TRUSTS)
 
     print("| operation | runs | median (ms) | p95 (ms) |")
     print("|---|---|---|---|")

@@ -122,58 +122,46 @@ def test_a_linked_state_directory_exits_3_with_one_line(
     assert list(outside.iterdir()) == [outside / "target"]
 
 
-def test_state_in_the_legacy_location_is_moved_to_the_current_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_state_in_the_legacy_location_is_moved_before_apply_reads_it(tmp_path: Path) -> None:
     root = tmp_path / "host"
     root.mkdir()
-    legacy = root / ".dtrtrust/apply/dtr.json"
-    legacy.parent.mkdir(parents=True)
-    legacy.write_text('{"bundlePEM": "kept"}\n')
-    monkeypatch.setattr(writer, "STATE_DIR", "var/lib/dtrtrust")
+    legacy = root / ".dtrtrust/apply"
+    legacy.mkdir(parents=True)
+    (legacy / "dtr.json").write_text('{"bundlePEM": "kept"}\n')
+    (legacy / "other.json").write_text('{"bundlePEM": "other"}\n')
     opts = apply.HostOptions(host_root=root, home="/root")
+    apply.migrate_state(opts)
     assert apply._load_state(opts, "dtr") == {"bundlePEM": "kept"}
+    assert apply._load_state(opts, "other") == {"bundlePEM": "other"}
     assert not legacy.exists()
-    moved = root / "var/lib/dtrtrust/apply/dtr.json"
+    moved = root / writer.STATE_DIR / "apply/dtr.json"
     assert json.loads(moved.read_text()) == {"bundlePEM": "kept"}
     assert moved.stat().st_mode & 0o777 == 0o600
+    assert (root / writer.STATE_DIR / "apply").stat().st_mode & 0o777 == 0o700
 
 
-NODE_LINKS = [
-    "etc",
-    "etc/docker",
-    "etc/docker/certs.d",
-    f"etc/docker/certs.d/{ADDR}",
-    f"etc/docker/certs.d/{ADDR}/ca.crt",
-    f"etc/containers/certs.d/{ADDR}",
-    f"etc/containerd/certs.d/{ADDR}/hosts.toml",
-    f"etc/containerd/certs.d/{ADDR}/ca.crt",
-    "root/.docker",
-    f"root/.docker/tls/{ADDR}",
-]
-
-
-@pytest.mark.parametrize("rel", NODE_LINKS)
-def test_a_planted_link_anywhere_in_the_node_paths_is_refused_and_never_followed(
-    tmp_path: Path, outside: Path, rel: str, capsys: pytest.CaptureFixture[str]
+def test_a_real_apply_after_an_upgrade_keeps_the_previous_state_and_one_location(
+    tmp_path: Path,
 ) -> None:
     root = tmp_path / "host"
     root.mkdir()
-    is_file = rel.rsplit("/", 1)[-1] in ("ca.crt", "client.cert", "client.key", "hosts.toml")
-    plant(root, rel, outside / "target" if is_file else outside)
-    before = snapshot(outside)
-    doc = yaml.safe_load(manifest(tmp_path).read_text())
-    doc["spec"]["targets"] = ["docker", "containers", "containerd", "notary"]
-    path = tmp_path / "all.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    code = main(["apply", "-f", str(path), "--host-root", str(root), "--home", "/root"])
-    err = capsys.readouterr().err
-    if not is_file or code != 0:
-        # A link in place of a directory is refused; one in place of a file may also be
-        # set aside like any foreign file (and put back on delete) -- never followed.
-        assert code == EXIT_HOST, err
-        assert "symbolic link" in err
-    else:
-        assert not (root / rel).is_symlink()
-    assert snapshot(outside) == before
-    assert sorted(p.name for p in outside.iterdir()) == ["target"]
+    opts = apply.HostOptions(host_root=root, home="/root")
+    path = manifest(tmp_path)
+    first = apply.apply_all(
+        apply.load_manifests([str(path)]), opts, now=certfactory.NOW, network=StubNetwork(ROOT)
+    )[0]
+    assert first.ready
+    # What an older version left: its state under .dtrtrust/apply, none in the new place.
+    current = root / writer.STATE_DIR / "apply/dtr.json"
+    legacy = root / ".dtrtrust/apply/dtr.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(current.read_bytes())
+    current.unlink()
+    again = apply.apply_all(
+        apply.load_manifests([str(path)]), opts, now=certfactory.NOW, network=StubNetwork(ROOT)
+    )[0]
+    assert again.ready
+    ready = [c for c in again.status["conditions"] if c["type"] == "Ready"]
+    first_ready = [c for c in first.status["conditions"] if c["type"] == "Ready"]
+    assert ready == first_ready  # the transition time survived the move
+    assert not (root / ".dtrtrust").exists()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import errno
 import json
-import logging
 import os
 import stat
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -14,7 +13,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from dtrtrust.core.layout import DesiredDir, DesiredFile, desired_dirs
-from dtrtrust.node import writer
+from dtrtrust.node import fs, record, writer
 from dtrtrust.node.writer import owned_trusts, remove_trust, sync_trust
 
 CA = b"-----BEGIN CERTIFICATE-----\nCA one\n-----END CERTIFICATE-----\n"
@@ -23,6 +22,21 @@ CERT = b"-----BEGIN CERTIFICATE-----\nCLIENT\n-----END CERTIFICATE-----\n"
 KEY = b"-----BEGIN PRIVATE KEY-----\nSECRET-KEY-MATERIAL\n-----END PRIVATE KEY-----\n"
 ADDR = "registry.test:5443"
 DOCKER = f"etc/docker/certs.d/{ADDR}"
+RECORD = f"{writer.STATE_DIR}/state.json"
+STRICT = os.environ.get("DTRTRUST_STRICT") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip, or with DTRTRUST_STRICT=1 (CI runs as root) fail: never skipped silently."""
+    if STRICT:
+        pytest.fail(f"{reason}; DTRTRUST_STRICT=1 makes this a failure, not a skip", pytrace=False)
+    pytest.skip(reason)
+
+
+def in_state_dir(rel: str) -> bool:
+    """rel is the state directory, inside it or one of its parents (var, var/lib)."""
+    state = writer.STATE_DIR
+    return rel == state or rel.startswith(state + "/") or state.startswith(rel + "/")
 
 
 def dirs_for(
@@ -41,7 +55,7 @@ def tree(root: Path, *, skip_state: bool = True) -> dict[str, tuple[int, int, in
         for name in dirnames + filenames:
             p = Path(dirpath, name)
             rel = str(p.relative_to(root))
-            if skip_state and rel.split("/")[0] == writer.STATE_DIR:
+            if skip_state and in_state_dir(rel):
                 continue
             st = p.lstat()
             out[rel] = (stat.S_IMODE(st.st_mode), st.st_ino, st.st_mtime_ns)
@@ -133,16 +147,17 @@ def test_second_sync_with_the_same_input_writes_nothing(host: Path) -> None:
     assert tree(host, skip_state=False) == before
 
 
-def test_changed_ca_replaces_the_directory_and_keeps_the_previous_generation(host: Path) -> None:
+def test_changed_ca_is_renamed_into_the_same_directory_leaving_no_temp_file(host: Path) -> None:
     sync_trust(host, "prod", dirs_for())
-    old_ino = (host / DOCKER).stat().st_ino
+    dir_ino = (host / DOCKER).stat().st_ino
+    cert = (host / DOCKER / "client.cert").stat()
     result = sync_trust(host, "prod", dirs_for(ca=CA2))
     assert [d.action for d in result.dirs] == ["written"]
     assert (host / DOCKER / "ca.crt").read_bytes() == CA2
-    assert (host / DOCKER).stat().st_ino != old_ino  # swapped in as a whole
-    old = [p for p in (host / ".dtrtrust/work/old").iterdir()]
-    assert [p.stat().st_ino for p in old] == [old_ino]
-    assert (old[0] / "ca.crt").read_bytes() == CA
+    assert (host / DOCKER).stat().st_ino == dir_ino  # bind mounts of it see the change
+    assert sorted(os.listdir(host / DOCKER)) == ["ca.crt", "client.cert", "client.key"]
+    unchanged = (host / DOCKER / "client.cert").stat()
+    assert (unchanged.st_ino, unchanged.st_mtime_ns) == (cert.st_ino, cert.st_mtime_ns)
 
 
 def test_wrong_mode_on_an_owned_file_is_fixed_without_rewriting_it(host: Path) -> None:
@@ -155,26 +170,13 @@ def test_wrong_mode_on_an_owned_file_is_fixed_without_rewriting_it(host: Path) -
     assert key.stat().st_ino == ino
 
 
-def test_file_by_file_fallback_when_rename_exchange_is_refused(
-    host: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    real = writer._renameat2
-
-    def no_exchange(a: int, b: str, c: int, d: str, flags: int) -> None:
-        if flags & writer.RENAME_EXCHANGE:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        real(a, b, c, d, flags)
-
-    monkeypatch.setattr(writer, "_renameat2", no_exchange)
-    monkeypatch.setattr(writer, "_NO_EXCHANGE_DEVS", set())
-    caplog.set_level(logging.INFO, logger="dtrtrust.writer")
+def test_foreign_files_beside_ours_are_untouched_by_a_rewrite(host: Path) -> None:
     (host / DOCKER).mkdir(parents=True)
-    (host / DOCKER / "extra.cert").write_bytes(b"admin's own")
+    extra = host / DOCKER / "extra.cert"
+    extra.write_bytes(b"admin's own")
+    before = extra.stat()
     sync_trust(host, "prod", dirs_for())
-    live_ino = (host / DOCKER).stat().st_ino
     assert sync_trust(host, "prod", dirs_for(ca=CA2)).ok
-
-    assert (host / DOCKER).stat().st_ino == live_ino  # never swapped
     assert sorted(os.listdir(host / DOCKER)) == [
         "ca.crt",
         "client.cert",
@@ -182,25 +184,43 @@ def test_file_by_file_fallback_when_rename_exchange_is_refused(
         "extra.cert",
     ]
     assert (host / DOCKER / "ca.crt").read_bytes() == CA2
-    assert (host / DOCKER / "extra.cert").read_bytes() == b"admin's own"
-    assert sum("RENAME_EXCHANGE" in r.message for r in caplog.records) == 1
+    after = extra.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
-def test_foreign_file_created_during_a_swap_is_moved_back(
+def test_foreign_file_created_while_we_stage_survives_the_rewrite(
     host: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sync_trust(host, "prod", dirs_for())
-    real = writer._build_staging
+    real = writer._renames
 
-    def build_then_admin_writes(*args, **kwargs):  # type: ignore[no-untyped-def]
-        out = real(*args, **kwargs)
+    def admin_writes_then_renames(live_fd: int, staged: list[tuple[str, str]]) -> None:
         (host / DOCKER / "late.crt").write_bytes(b"written while we staged")
-        return out
+        real(live_fd, staged)
 
-    monkeypatch.setattr(writer, "_build_staging", build_then_admin_writes)
+    monkeypatch.setattr(writer, "_renames", admin_writes_then_renames)
     assert sync_trust(host, "prod", dirs_for(ca=CA2)).ok
     assert (host / DOCKER / "late.crt").read_bytes() == b"written while we staged"
     assert (host / DOCKER / "ca.crt").read_bytes() == CA2
+
+
+def test_renames_follow_the_order_a_path_reader_reads_in(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync_trust(host, "prod", dirs_for(targets=["containerd"]))
+    seen: list[list[str]] = []
+    real = writer._renames
+
+    def record(live_fd: int, staged: list[tuple[str, str]]) -> None:
+        seen.append([name for name, _ in staged])
+        real(live_fd, staged)
+
+    monkeypatch.setattr(writer, "_renames", record)
+    other = (b"-----BEGIN CERTIFICATE-----\nOTHER\n-----END CERTIFICATE-----\n", KEY + b"2")
+    assert sync_trust(host, "prod", dirs_for(targets=["containerd"], ca=CA2, client=other)).ok
+    # dockerd lists the directory and reads ca.crt, client.cert, client.key in that
+    # order: renaming in the same order keeps the window for a torn pair smallest.
+    assert seen == [["ca.crt", "client.cert", "client.key"]]
 
 
 # ------------------------------------------------------------------ foreign files
@@ -322,6 +342,7 @@ def test_symlink_in_place_of_a_file_is_refused_and_its_target_untouched(
 def test_symlinked_state_directory_stops_everything_with_a_clear_error(
     host: Path, elsewhere: Path
 ) -> None:
+    (host / writer.STATE_DIR).parent.mkdir(parents=True)
     (host / writer.STATE_DIR).symlink_to(elsewhere, target_is_directory=True)
     result = sync_trust(host, "prod", dirs_for())
     assert not result.ok
@@ -402,7 +423,7 @@ def test_removed_trust_leaves_no_trace_and_created_directories_go(host: Path) ->
     }
     assert owned_trusts(host) == set()
     assert KEY not in all_bytes_under(host)
-    assert json.loads((host / ".dtrtrust/state.json").read_text())["dirs"] == {}
+    assert json.loads((host / RECORD).read_text())["dirs"] == {}
 
 
 def test_remove_limited_to_some_roots_keeps_the_others(host: Path) -> None:
@@ -427,8 +448,8 @@ def test_owned_trusts_of_an_untouched_root_is_empty(host: Path) -> None:
 
 
 def test_unreadable_ownership_record_stops_with_a_clear_error(host: Path) -> None:
-    (host / ".dtrtrust").mkdir()
-    (host / ".dtrtrust/state.json").write_text("{not json")
+    (host / writer.STATE_DIR).mkdir(parents=True)
+    (host / RECORD).write_text("{not json")
     result = sync_trust(host, "prod", dirs_for())
     assert "state.json" in result.error
     assert "move it away" in result.error
@@ -442,7 +463,7 @@ class Killed(BaseException):
     """Stands in for SIGKILL at one exact point (the real one is in test_writer_crash)."""
 
 
-def test_writer_stopped_right_after_the_swap_is_completed_by_the_next_run(
+def test_writer_stopped_between_two_renames_is_completed_by_the_next_run(
     host: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d = host / DOCKER
@@ -450,23 +471,27 @@ def test_writer_stopped_right_after_the_swap_is_completed_by_the_next_run(
     (d / "ca.crt").write_bytes(b"admin CA")
     (d / "notes.txt").write_bytes(b"keep")
     sync_trust(host, "prod", dirs_for())
-    real = writer._renameat2
+    new_cert = (b"-----BEGIN CERTIFICATE-----\nROTATED\n-----END CERTIFICATE-----\n", KEY + b"2")
 
-    def swap_then_die(a: int, b: str, c: int, dd: str, flags: int) -> None:
-        real(a, b, c, dd, flags)
-        if flags & writer.RENAME_EXCHANGE:
-            # Someone wrote into the directory just before the swap: it is now in the
-            # previous generation, which the killed writer never got to look at.
-            old_generation = host / ".dtrtrust/work/staging" / writer._dir_id(DOCKER)
-            (old_generation / "late.txt").write_bytes(b"appeared")
-            raise Killed
+    def first_rename_then_die(live_fd: int, staged: list[tuple[str, str]]) -> None:
+        name, tmp = staged[0]
+        os.rename(tmp, name, src_dir_fd=live_fd, dst_dir_fd=live_fd)
+        (d / "late.txt").write_bytes(b"appeared")
+        raise Killed
 
-    monkeypatch.setattr(writer, "_renameat2", swap_then_die)
+    monkeypatch.setattr(writer, "_renames", first_rename_then_die)
     with pytest.raises(Killed):
-        sync_trust(host, "prod", dirs_for(ca=CA2))
-    monkeypatch.setattr(writer, "_renameat2", real)
+        sync_trust(host, "prod", dirs_for(ca=CA2, client=new_cert))
+    monkeypatch.undo()
+    assert (d / "ca.crt").read_bytes() == CA2  # the first rename happened
+    assert (d / "client.cert").read_bytes() == CERT  # the others did not
 
-    assert sync_trust(host, "prod", dirs_for(ca=CA2)).dirs[0].action == "unchanged"
+    assert sync_trust(host, "prod", dirs_for(ca=CA2, client=new_cert)).ok
+    assert (d / "client.cert").read_bytes() == new_cert[0]
+    assert (d / "client.key").read_bytes() == new_cert[1]
+    assert sync_trust(host, "prod", dirs_for(ca=CA2, client=new_cert)).dirs[0].action == (
+        "unchanged"
+    )
     assert sorted(os.listdir(d)) == [
         "ca.crt",
         "client.cert",
@@ -474,13 +499,32 @@ def test_writer_stopped_right_after_the_swap_is_completed_by_the_next_run(
         "late.txt",
         "notes.txt",
     ]
-    assert list((host / ".dtrtrust/work/staging").iterdir()) == []
     remove_trust(host, "prod")
     assert (d / "ca.crt").read_bytes() == b"admin CA"
     assert sorted(os.listdir(d)) == ["ca.crt", "late.txt", "notes.txt"]
 
 
-def test_writer_stopped_before_the_swap_leaves_the_old_set_and_no_staging(
+def test_writer_stopped_after_its_renames_leaves_a_record_the_next_run_accepts(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync_trust(host, "prod", dirs_for())
+    real = writer._renames
+
+    def renames_then_die(live_fd: int, staged: list[tuple[str, str]]) -> None:
+        real(live_fd, staged)
+        raise Killed  # before the record says the write is done
+
+    monkeypatch.setattr(writer, "_renames", renames_then_die)
+    with pytest.raises(Killed):
+        sync_trust(host, "prod", dirs_for(ca=CA2))
+    monkeypatch.undo()
+    assert sync_trust(host, "prod", dirs_for(ca=CA2)).dirs[0].action == "unchanged"
+    result = remove_trust(host, "prod")
+    assert result.ok, result
+    assert not (host / "etc").exists()  # the record covered the new files too
+
+
+def test_writer_stopped_before_its_renames_leaves_the_old_set_and_no_temp_file(
     host: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sync_trust(host, "prod", dirs_for())
@@ -488,16 +532,34 @@ def test_writer_stopped_before_the_swap_leaves_the_old_set_and_no_staging(
     def die(*_: object) -> None:
         raise Killed
 
-    monkeypatch.setattr(writer, "_renameat2", die)
+    monkeypatch.setattr(writer, "_renames", die)
     with pytest.raises(Killed):
         sync_trust(host, "prod", dirs_for(ca=CA2))
     assert (host / DOCKER / "ca.crt").read_bytes() == CA
+    assert ".ca.crt.dtrtrust-new" in os.listdir(host / DOCKER)  # hidden, not a *.crt
     monkeypatch.undo()
 
     result = remove_trust(host, "prod")
     assert result.ok, result
     assert not (host / "etc").exists()
-    assert not (host / ".dtrtrust/work").exists()
+
+
+def test_new_directory_appears_whole_or_not_at_all(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def die(*_: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(fs, "rename_noreplace", die)
+    with pytest.raises(Killed):
+        sync_trust(host, "prod", dirs_for())
+    assert not (host / DOCKER).exists()
+    staged = host / "etc/docker/certs.d" / f".{ADDR}.dtrtrust-new"
+    assert sorted(os.listdir(staged)) == ["ca.crt", "client.cert", "client.key"]
+    monkeypatch.undo()
+
+    assert sync_trust(host, "prod", dirs_for()).ok
+    assert sorted(os.listdir(host / "etc/docker/certs.d")) == [ADDR]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
@@ -517,8 +579,6 @@ def test_files_under_a_users_home_belong_to_that_user(host: Path) -> None:
 @pytest.fixture
 def bind_mounted_root(host: Path, tmp_path: Path) -> Iterator[Path]:
     """etc/docker/certs.d bind-mounted from elsewhere, as a DaemonSet's hostPath is."""
-    import subprocess
-
     source = tmp_path / "node-certs.d"
     source.mkdir()
     target = host / "etc/docker/certs.d"
@@ -527,7 +587,7 @@ def bind_mounted_root(host: Path, tmp_path: Path) -> Iterator[Path]:
         ["mount", "--bind", str(source), str(target)], capture_output=True, check=False
     )
     if mounted.returncode != 0:
-        pytest.skip(f"bind mounts need root: {mounted.stderr.decode().strip()}")
+        skip_or_fail(f"bind mounts need root: {mounted.stderr.decode().strip()}")
     try:
         yield source
     finally:
@@ -538,7 +598,8 @@ def test_a_bind_mounted_target_root_is_written_atomically_within_its_own_mount(
     host: Path, bind_mounted_root: Path
 ) -> None:
     # A rename between two bind mounts of one file system fails with EXDEV even though
-    # both report the same st_dev: staging must happen inside the mounted root.
+    # both report the same st_dev: temp files, staged directories and backups all live
+    # inside the mounted root.
     result = sync_trust(host, "t", dirs_for())
     assert result.ok, result
     assert (bind_mounted_root / ADDR / "client.key").read_bytes() == KEY
@@ -547,3 +608,113 @@ def test_a_bind_mounted_target_root_is_written_atomically_within_its_own_mount(
     assert (bind_mounted_root / ADDR / "ca.crt").read_bytes() == CA2
     assert remove_trust(host, "t").error == ""
     assert not (bind_mounted_root / ADDR).exists()
+
+
+def test_a_bind_mount_of_the_address_directory_sees_every_rewrite(
+    host: Path, tmp_path: Path
+) -> None:
+    # A DinD sidecar mounts certs.d/<addr> itself: a writer that replaced the directory
+    # would leave it holding the old generation for ever.
+    assert sync_trust(host, "t", dirs_for()).ok
+    view = tmp_path / "sidecar-certs.d" / ADDR
+    view.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "--bind", str(host / DOCKER), str(view)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        skip_or_fail(f"bind mounts need root: {mounted.stderr.decode().strip()}")
+    try:
+        other = (b"-----BEGIN CERTIFICATE-----\nROTATED\n-----END CERTIFICATE-----\n", KEY + b"2")
+        assert sync_trust(host, "t", dirs_for(ca=CA2, client=other)).ok
+        assert (view / "ca.crt").read_bytes() == CA2
+        assert (view / "client.cert").read_bytes() == other[0]
+        assert (view / "client.key").read_bytes() == other[1]
+        assert sync_trust(host, "t", dirs_for(ca=CA, client=None)).ok
+        assert sorted(os.listdir(view)) == ["ca.crt"]
+        assert (view / "ca.crt").read_bytes() == CA
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
+# ------------------------------------------------------------ the record's cost
+
+
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_EXCL
+
+
+def test_no_op_sync_makes_no_write_at_all_record_included(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    desired = dirs_for([ADDR, "10.0.0.5:4443"], ["docker", "containerd", "notary"])
+    assert sync_trust(host, "prod", desired).ok
+    assert sync_trust(host, "other", dirs_for(["other.test"])).ok
+    before = tree(host, skip_state=False)
+    calls: list[str] = []
+    real_open = os.open
+
+    def spy(name: str):  # type: ignore[no-untyped-def]
+        real = getattr(os, name)
+
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(f"{name}{args[:2]}")
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    def open_spy(path, flags, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if flags & WRITE_FLAGS and not str(path).endswith("lock"):
+            calls.append(f"open({path!r}, {flags:#o})")
+        return real_open(path, flags, *args, **kwargs)
+
+    for name in ("rename", "replace", "unlink", "rmdir", "mkdir", "link", "fchmod", "fchown"):
+        monkeypatch.setattr(os, name, spy(name))
+    monkeypatch.setattr(os, "open", open_spy)
+    result = sync_trust(host, "prod", desired)
+    monkeypatch.undo()
+    assert [d.action for d in result.dirs] == ["unchanged"] * 6
+    assert calls == []
+    assert tree(host, skip_state=False) == before
+
+
+def test_record_is_parsed_once_and_not_again_while_unchanged(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    many = dirs_for([f"r{i}.test" for i in range(10)], ["docker", "containerd"])
+    assert sync_trust(host, "prod", many).ok
+    record.forget_all()  # as a freshly started agent
+    loads: list[int] = []
+    dumps: list[int] = []
+    real_load, real_dump = record.Record.load, record.Record.dump
+
+    def load(raw: bytes) -> record.Record:
+        loads.append(len(raw))
+        return real_load(raw)
+
+    def dump(self: record.Record) -> bytes:
+        dumps.append(1)
+        return real_dump(self)
+
+    monkeypatch.setattr(record.Record, "load", staticmethod(load))
+    monkeypatch.setattr(record.Record, "dump", dump)
+    for _ in range(3):
+        assert sync_trust(host, "prod", many).ok
+    assert (len(loads), len(dumps)) == (1, 0)  # parsed by the first call only, never written
+
+    rotated = dirs_for([f"r{i}.test" for i in range(10)], ["docker", "containerd"], ca=CA2)
+    assert [d.action for d in sync_trust(host, "prod", rotated).dirs] == ["written"] * 20
+    assert (len(loads), len(dumps)) == (1, 2)  # 20 directories: one intent, one outcome
+    assert sync_trust(host, "prod", rotated).ok
+    assert (len(loads), len(dumps)) == (1, 2)
+
+
+def test_record_written_by_another_process_is_read_again(host: Path) -> None:
+    assert sync_trust(host, "a", dirs_for(["a.test"])).ok
+    data = json.loads((host / RECORD).read_text())
+    data["dirs"].pop("etc/docker/certs.d/a.test")
+    tmp = host / writer.STATE_DIR / "elsewhere.json"
+    tmp.write_text(json.dumps(data))
+    tmp.rename(host / RECORD)  # as `dtrtrust apply` would, under the lock
+    assert owned_trusts(host) == set()
+    # The directory is no longer ours: a sync for another trust may claim it.
+    assert sync_trust(host, "b", dirs_for(["a.test"])).dirs[0].action == "unchanged"
+    assert owned_trusts(host) == {"b"}

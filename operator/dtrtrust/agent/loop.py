@@ -12,11 +12,11 @@ repair drift, makes the node's files match:
   longer selects the node is removed;
 * a trust that is gone (its DTRTrust no longer exists, or exists with another uid)
   is removed with deletionPolicy ``Delete`` and kept with ``Retain``. The policy is
-  the one of the last Secret seen, remembered in ``<host root>/.dtrtrust/agent.json``
-  so a restart after the deletion still knows. A bundle Secret that is missing while
-  its DTRTrust exists (or while the DTRTrusts cannot be read) removes nothing: the
-  files stay and the report says why. The DTRTrusts are listed and watched too
-  (read-only) for that answer.
+  the one of the last Secret seen, remembered in
+  ``<host root>/var/lib/dtrtrust/agent.json`` so a restart after the deletion still
+  knows. A bundle Secret that is missing while its DTRTrust exists (or while the
+  DTRTrusts cannot be read) removes nothing: the files stay and the report says why.
+  The DTRTrusts are listed and watched too (read-only) for that answer.
   At start the agent reconciles every trust in the ownership record, so trusts
   deleted while it was down are cleaned up.
 
@@ -300,7 +300,7 @@ class Agent:
         if wanted != self.policies:
             try:
                 save_policies(self.config.host_root, wanted)
-            except OSError as exc:
+            except (OSError, writer.WriterError) as exc:
                 log.error(
                     "cannot record deletion policies under %s: %s", self.config.host_root, exc
                 )
@@ -312,7 +312,7 @@ class Agent:
             wanted = {k: v for k, v in self.policies.items() if k != trust}
             try:
                 save_policies(self.config.host_root, wanted)
-            except OSError as exc:
+            except (OSError, writer.WriterError) as exc:
                 log.error("cannot record deletion policies: %s", exc)
                 return
             self.policies = wanted

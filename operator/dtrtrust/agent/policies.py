@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dtrtrust.contract import DELETION_POLICIES
-from dtrtrust.node import nofollow, writer
+from dtrtrust.node import fs, writer
 
 log = logging.getLogger("dtrtrust.agent")
 
@@ -21,18 +21,15 @@ AGENT_STATE_FILE = "agent.json"  # under writer.STATE_DIR
 
 
 def load_policies(host_root: Path) -> dict[str, str]:
-    """Remembered deletion policies (trust -> Delete|Retain); {} when none. Read
-    without following links (a planted link is logged and ignored)."""
+    """Remembered deletion policies (trust -> Delete|Retain); {} when none."""
     rel = f"{writer.STATE_DIR}/{AGENT_STATE_FILE}"
     try:
-        data = nofollow.read_file(host_root, rel)
+        data = fs.read_file(host_root, rel)
         if data is None:
             return {}
         raw = json.loads(data)
-    except FileNotFoundError:
-        return {}
     except (OSError, ValueError, writer.WriterError) as exc:
-        log.warning("cannot read %s (%s); assuming deletionPolicy Delete", host_root / rel, exc)
+        log.warning("cannot read %s (%s); assuming deletionPolicy Delete", rel, exc)
         return {}
     policies = raw.get("policies") if isinstance(raw, dict) else None
     if not isinstance(policies, dict):
@@ -41,13 +38,7 @@ def load_policies(host_root: Path) -> dict[str, str]:
 
 
 def save_policies(host_root: Path, policies: Mapping[str, str]) -> None:
-    """Atomically (temp file, fsync, rename) next to the writer's ownership record,
-    through the no-follow walk: a link planted there is refused (OSError), never
-    followed."""
+    """Atomically, next to the writer's ownership record, never through a link."""
     data = json.dumps({"version": 1, "policies": dict(sorted(policies.items()))}).encode()
-    try:
-        nofollow.write_file(
-            host_root, f"{writer.STATE_DIR}/{AGENT_STATE_FILE}", data, 0o600, dir_mode=0o700
-        )
-    except writer.WriterError as exc:
-        raise OSError(str(exc)) from None
+    fs.ensure_dir(host_root, writer.STATE_DIR, writer.STATE_MODE)
+    fs.write_file(host_root, f"{writer.STATE_DIR}/{AGENT_STATE_FILE}", data, 0o600)

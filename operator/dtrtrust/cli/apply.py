@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import errno
 import hashlib
@@ -35,12 +36,14 @@ from dtrtrust.core.pem import parse_certificates
 from dtrtrust.core.reconcile import Previous, reconcile
 from dtrtrust.core.spec import SpecError, check_name, parse_trust
 from dtrtrust.core.status import invalid_spec_status, is_ready, trust_status
-from dtrtrust.node import nofollow, systemtrust, writer
+from dtrtrust.node import fs, systemtrust, writer
 
 log = logging.getLogger("dtrtrust.apply")
 
 # apply's own state dir, inside the writer's (one location for the agent and apply on a
-# host), private like it. Where earlier versions kept it: read once, moved, removed.
+# host: <host root>/var/lib/dtrtrust/apply), private like it. Where earlier versions kept
+# it: moved here before apply reads it (the writer's own migration runs later, when it
+# writes, and would leave apply's first run without its previous state).
 APPLY_STATE_SUBDIR = "apply"
 LEGACY_STATE_DIRS = (".dtrtrust/apply",)
 
@@ -216,7 +219,7 @@ def _state_rel(name: str, directory: str | None = None) -> str:
 def _read_state(opts: HostOptions, rel: str) -> dict[str, Any] | None:
     """The state at ``rel`` (None when absent), read without following any link."""
     try:
-        raw = nofollow.read_file(opts.host_root, rel)
+        raw = fs.read_file(opts.host_root, rel)
     except FileNotFoundError:
         return None  # no host root: the writer refuses it
     except writer.WriterError as exc:
@@ -234,27 +237,52 @@ def _read_state(opts: HostOptions, rel: str) -> dict[str, Any] | None:
 
 
 def _load_state(opts: HostOptions, name: str) -> dict[str, Any]:
-    """apply's state for ``name``; a state in a legacy location is moved here first."""
-    state = _read_state(opts, _state_rel(name))
-    if state is not None:
-        return state
+    """apply's state for ``name`` ({} when there is none)."""
+    return _read_state(opts, _state_rel(name)) or {}
+
+
+def migrate_state(opts: HostOptions) -> None:
+    """Move every state file of a legacy location into :func:`state_dir` (one that is
+    already there wins), then remove the emptied legacy directory. Through the no-follow
+    walk: a link in the way is a HostError."""
     for legacy in LEGACY_STATE_DIRS:
         if legacy == state_dir():
             continue
-        old = _read_state(opts, _state_rel(name, legacy))
-        if old is not None:
-            _write_state(opts, name, old)
-            _remove_state(opts, _state_rel(name, legacy))
-            log.info("moved %s to %s", _state_rel(name, legacy), _state_rel(name))
-            return old
-    return {}
+        try:
+            with fs.closing(fs.open_root(opts.host_root)) as root_fd:
+                fd = fs.walk(root_fd, legacy)
+                if fd is None:
+                    continue
+                with fs.closing(fd):
+                    names = sorted(n for n in os.listdir(fd) if n.endswith(".json"))
+            for entry in names:
+                name = entry.removesuffix(".json")
+                old = _read_state(opts, _state_rel(name, legacy))
+                if old is not None and _read_state(opts, _state_rel(name)) is None:
+                    _write_state(opts, name, old)
+                    log.info("moved %s to %s", _state_rel(name, legacy), _state_rel(name))
+                _remove_state(opts, _state_rel(name, legacy))
+            parent, _, last = legacy.rpartition("/")
+            with fs.closing(fs.open_root(opts.host_root)) as root_fd:
+                pfd = fs.walk(root_fd, parent) if parent else os.dup(root_fd)
+                if pfd is not None:
+                    with fs.closing(pfd), contextlib.suppress(OSError):
+                        os.rmdir(last, dir_fd=pfd)  # only when empty
+        except FileNotFoundError:
+            return  # no host root: the writer refuses it
+        except writer.WriterError as exc:
+            raise HostError(f"cannot use {opts.host_root / legacy}: {exc}") from None
+        except OSError as exc:
+            raise host_error(exc, opts.host_root / legacy) from None
 
 
 def _write_state(opts: HostOptions, name: str, state: Mapping[str, Any]) -> None:
     rel = _state_rel(name)
     data = (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
     try:
-        nofollow.write_file(opts.host_root, rel, data, 0o600, dir_mode=0o700)
+        fs.ensure_dir(opts.host_root, writer.STATE_DIR, writer.STATE_MODE)
+        fs.ensure_dir(opts.host_root, state_dir(), 0o700)
+        fs.write_file(opts.host_root, rel, data, 0o600)
     except writer.WriterError as exc:
         raise HostError(f"cannot write {opts.host_root / rel}: {exc}") from None
     except OSError as exc:
@@ -263,7 +291,7 @@ def _write_state(opts: HostOptions, name: str, state: Mapping[str, Any]) -> None
 
 def _remove_state(opts: HostOptions, rel: str) -> None:
     try:
-        nofollow.remove_file(opts.host_root, rel)
+        fs.remove_file(opts.host_root, rel)
     except writer.WriterError as exc:
         raise HostError(f"cannot remove {opts.host_root / rel}: {exc}") from None
     except OSError as exc:
@@ -428,6 +456,7 @@ def _install_system_trust(
 def apply_all(
     manifests: Manifests, opts: HostOptions, *, now: dt.datetime, network: Network
 ) -> list[TrustResult]:
+    migrate_state(opts)
     return [
         apply_trust(m, manifests.sources, opts, now=now, network=network) for m in manifests.trusts
     ]
@@ -448,6 +477,7 @@ def delete_all(manifests: Manifests, opts: HostOptions) -> list[Removal]:
             names.append(check_name((m.get("metadata") or {}).get("name")))
         except SpecError as exc:
             raise InputError(f"{KIND} {exc.message}: fix the manifest") from None
+    migrate_state(opts)
     done: list[Removal] = []
     for name in names:
         result = writer.remove_trust(opts.host_root, name)
@@ -500,7 +530,7 @@ def _legacy_system_files(opts: HostOptions, trust: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for n in names:
         rel = f"{directory}/{n}"
-        data = nofollow.read_file(opts.host_root, rel)
+        data = fs.read_file(opts.host_root, rel)
         if data is not None:
             found[rel] = "sha256:" + hashlib.sha256(data).hexdigest()
     return found

@@ -1,6 +1,6 @@
 """Node file layout: a pure function from a bundle to the files a node needs.
 
-No I/O. The writer (``dtrtrust.node``) applies the result under a host root.
+No I/O. The writer (``dtrtrust.node.writer``) applies the result under a host root.
 
 The layout is **fixed** by DESIGN.md ("Node files"): per target and per address one
 directory holding ``ca.crt`` and, with a client certificate, ``client.cert`` and

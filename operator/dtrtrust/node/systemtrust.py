@@ -11,7 +11,7 @@ a CA is added). Ownership is exact: the caller passes the files it recorded for 
 trust (name -> SHA-256 of the content written), and only those are ever removed or
 rewritten; another trust's files (``dtrtrust-<trust>-prod-...``), a foreign file with the
 same name, or one of ours changed by hand are left alone. Every file goes through the
-no-follow walk (:mod:`dtrtrust.node.nofollow`). The update command runs on the host
+no-follow walk (:mod:`dtrtrust.node.fs`). The update command runs on the host
 itself (host root ``/``) when something changed or an earlier run failed to run it;
 its failure or absence is reported, never ignored.
 """
@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dtrtrust.node import nofollow
+from dtrtrust.node import fs
 
 log = logging.getLogger("dtrtrust.systemtrust")
 
@@ -146,25 +146,25 @@ def _sync(
     for rel, digest in sorted(owned.items()):
         if rel in wanted:
             continue
-        current = nofollow.read_file(host_root, rel)
+        current = fs.read_file(host_root, rel)
         if current is None:
             continue
         if _sha256(current) != digest:
             log.warning("%s was changed since dtrtrust wrote it; leaving it in place", rel)
             continue
-        nofollow.remove_file(host_root, rel)
+        fs.remove_file(host_root, rel)
         log.info("removed %s", rel)
         result.removed.append(rel)
         result.changed = True
     for rel, pem in sorted(wanted.items()):
-        current = nofollow.read_file(host_root, rel)
+        current = fs.read_file(host_root, rel)
         if current is not None and rel not in owned and current != pem:
             result.problem = (
                 f"/{rel} exists and was not written by dtrtrust; move it away and run "
                 "apply again (it is left as it is)"
             )
             continue
-        if nofollow.write_file(host_root, rel, pem, 0o644):
+        if fs.write_file(host_root, rel, pem, 0o644):
             log.info("wrote %s", rel)
             result.changed = True
         result.files[rel] = _sha256(pem)
