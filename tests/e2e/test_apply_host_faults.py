@@ -89,7 +89,7 @@ def test_a_disk_that_fills_during_the_write_exits_3_and_keeps_the_previous_files
 
         result = host.apply(changed)
 
-        _assert_host_problem(result, "NodeErrors", "space", str(root / "etc/docker/certs.d"))
+        _assert_host_problem(result, "NodeErrors", "space", str(root))
         assert host.node_files() == before
 
 
@@ -107,5 +107,5 @@ def test_a_read_only_host_root_exits_3_and_keeps_the_previous_files(
 
         result = host.apply(changed)
 
-        _assert_host_problem(result, "read-only", "remount")
+        _assert_host_problem(result, "read-only", "remount", str(host.root))
         assert host.node_files() == before

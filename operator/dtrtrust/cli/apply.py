@@ -313,7 +313,7 @@ def _host_nodes(
     counts = {"desired": 1, "synced": 1, "summary": "1/1", "outOfSync": []}
     out_of_sync = {"desired": 1, "synced": 0, "summary": "0/1", "outOfSync": [HOST_NODE]}
     if result.error:
-        message = result.error + _host_hint(result.error)
+        message = f"host root {host_root}: {result.error}{_host_hint(result.error)}"
         return conditions.failed(conditions.NODES_SYNCED, "NodeErrors", message), out_of_sync
     problems = [d for d in result.dirs if d.action not in ("written", "unchanged")]
     if not problems:
