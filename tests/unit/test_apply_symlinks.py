@@ -165,3 +165,43 @@ def test_a_real_apply_after_an_upgrade_keeps_the_previous_state_and_one_location
     first_ready = [c for c in first.status["conditions"] if c["type"] == "Ready"]
     assert ready == first_ready  # the transition time survived the move
     assert not (root / ".dtrtrust").exists()
+
+
+NODE_LINKS = [
+    "etc",
+    "etc/docker",
+    "etc/docker/certs.d",
+    f"etc/docker/certs.d/{ADDR}",
+    f"etc/docker/certs.d/{ADDR}/ca.crt",
+    f"etc/containers/certs.d/{ADDR}",
+    f"etc/containerd/certs.d/{ADDR}/hosts.toml",
+    f"etc/containerd/certs.d/{ADDR}/ca.crt",
+    "root/.docker",
+    f"root/.docker/tls/{ADDR}",
+]
+
+
+@pytest.mark.parametrize("rel", NODE_LINKS)
+def test_a_planted_link_anywhere_in_the_node_paths_is_refused_and_never_followed(
+    tmp_path: Path, outside: Path, rel: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "host"
+    root.mkdir()
+    is_file = rel.rsplit("/", 1)[-1] in ("ca.crt", "client.cert", "client.key", "hosts.toml")
+    plant(root, rel, outside / "target" if is_file else outside)
+    before = snapshot(outside)
+    doc = yaml.safe_load(manifest(tmp_path).read_text())
+    doc["spec"]["targets"] = ["docker", "containers", "containerd", "notary"]
+    path = tmp_path / "all.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    code = main(["apply", "-f", str(path), "--host-root", str(root), "--home", "/root"])
+    err = capsys.readouterr().err
+    if not is_file or code != 0:
+        # A link in place of a directory is refused; one in place of a file may also be
+        # set aside like any foreign file (and put back on delete) -- never followed.
+        assert code == EXIT_HOST, err
+        assert "symbolic link" in err
+    else:
+        assert not (root / rel).is_symlink()
+    assert snapshot(outside) == before
+    assert sorted(p.name for p in outside.iterdir()) == ["target"]
