@@ -7,7 +7,12 @@ time from the API call returning to the new ca.crt being on disk. Also reports t
 resident memory (VmRSS / VmHWM from /proc) and its start-up time (process start to the
 first file written). Prints a Markdown table.
 
-    .venv/bin/python bench/agent_latency.py [--changes 300]
+With ``--probe`` the bundle turns the per-node probe on and the registry is a real TLS
+server on 127.0.0.1 (tests/tlsserver.py) requiring a client certificate: every change
+is then probed with the files just written (the probe's ssl/http.client cost shows in
+RSS and start-up).
+
+    .venv/bin/python bench/agent_latency.py [--changes 300] [--probe]
 """
 
 from __future__ import annotations
@@ -53,9 +58,16 @@ def proc_status(pid: int, field: str) -> int:
     return 0
 
 
+# --probe: real PEM (two alternating bundles, so each change has a new content hash),
+# the registry's address and the client pair.
+PROBE: dict[str, Any] = {}
+
+
 def secret_body(n: int) -> dict[str, Any]:
     ca = f"-----BEGIN CERTIFICATE-----\nbench change {n}\n-----END CERTIFICATE-----\n".encode()
-    return {
+    if PROBE:
+        ca = PROBE["bundles"][n % 2]
+    body: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
@@ -72,6 +84,13 @@ def secret_body(n: int) -> dict[str, Any]:
         },
         "data": {"ca.crt": base64.b64encode(ca).decode()},
     }
+    if PROBE:
+        notes = body["metadata"]["annotations"]
+        notes["dtrtrust.io/registries"] = PROBE["address"]
+        notes["dtrtrust.io/node-probe"] = "3600"
+        body["data"]["client.cert"] = base64.b64encode(PROBE["cert"]).decode()
+        body["data"]["client.key"] = base64.b64encode(PROBE["key"]).decode()
+    return body
 
 
 def wait_for(path: Path, want: bytes, timeout: float = 10.0) -> float:
@@ -95,8 +114,34 @@ def main() -> int:
         help="start the agent without the dtrtrust command line module (which imports the "
         "certificate core, i.e. cryptography), to show what that import costs",
     )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="turn the per-node probe on against a real TLS registry on 127.0.0.1",
+    )
     args = parser.parse_args()
     from kubernetes import client
+
+    server = None
+    if args.probe:
+        from certfactory import make_ca, make_leaf
+        from tlsserver import TLSServer, basic_info_route, valid_now
+
+        root, other = make_ca("bench probe root"), make_ca("bench other root")
+        leaf = make_leaf("bench", root, sans=["localhost"], ip_sans=["127.0.0.1"], **valid_now())
+        client_pair = make_leaf("bench node", root, sans=[], eku=["clientAuth"], **valid_now())
+        server = TLSServer(
+            chain_pem=leaf.chain_pem,
+            key_pem=leaf.key_pem,
+            routes={"/basic_info": basic_info_route()},
+            client_ca_pem=root.cert_pem,
+        ).start()
+        PROBE.update(
+            address=server.address,
+            bundles=(root.cert_pem, root.cert_pem + other.cert_pem),
+            cert=client_pair.chain_pem,
+            key=client_pair.key_pem,
+        )
 
     work = Path(tempfile.mkdtemp(prefix="dtrtrust-bench-"))
     cluster = kubeharness.LocalCluster(work / "kube", kubeharness.find_binaries())
@@ -119,7 +164,7 @@ def main() -> int:
         core.create_namespaced_secret(NS, secret_body(0))
         host = work / "host"
         host.mkdir()
-        ca_file = host / "etc/docker/certs.d" / ADDRESS / "ca.crt"
+        ca_file = host / "etc/docker/certs.d" / PROBE.get("address", ADDRESS) / "ca.crt"
         env = os.environ | {"KUBECONFIG": str(kubeconfig), "DTRTRUST_NAMESPACE": NS}
         started = time.monotonic()
         argv = [sys.executable, "-m", "dtrtrust.cli", "agent"]
@@ -147,6 +192,9 @@ def main() -> int:
         hwm = proc_status(agent.pid, "VmHWM") / 1024
         q = statistics.quantiles(latencies, n=100)
         what = f"{args.changes} Secret changes, 1 agent, 1 trust, docker target"
+        if args.probe:
+            probes = sum(r.path == "/basic_info" for r in server.requests) if server else 0
+            what += f", probe on ({probes} probes)"
         print(f"| metric ({what}) | value |")
         print("|---|---|")
         print(f"| change -> file on disk, p50 | {q[49]:.1f} ms |")
@@ -161,6 +209,8 @@ def main() -> int:
             agent.terminate()
             agent.wait(timeout=20)
         cluster.stop()
+        if server is not None:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the DTR-like test registry and the real clients need:
-#   docker-registry (distribution), nginx, skopeo, openssl, containerd (ctr), curl.
+#   docker-registry (distribution), nginx, skopeo, openssl, containerd (ctr), curl, docker.io.
 #
 # Idempotent: does nothing when every package is already installed, runs `apt-get update` only
 # when something is missing. The distribution's services are never started: while installing, a
@@ -10,7 +10,8 @@
 set -euo pipefail
 
 # prometheus: only for promtool, which tests the alerting rules in deploy/monitoring.
-PACKAGES=(docker-registry nginx skopeo openssl containerd curl prometheus)
+# docker.io: dockerd for the real-daemon test of the insecure-registry rule (tests/e2e).
+PACKAGES=(docker-registry nginx skopeo openssl containerd curl prometheus docker.io)
 POLICY=/usr/sbin/policy-rc.d
 
 missing=()

@@ -42,6 +42,10 @@ ADDRESSES_ANNOTATION = f"{API_GROUP}/registries"
 TARGETS_ANNOTATION = f"{API_GROUP}/targets"
 SELECTOR_ANNOTATION = f"{API_GROUP}/node-selector"
 POLICY_ANNOTATION = f"{API_GROUP}/deletion-policy"
+# The per-node probe: "off" (spec.verify.nodes false) or the seconds between probes of
+# unchanged files (the trust's refreshInterval).
+NODE_PROBE_ANNOTATION = f"{API_GROUP}/node-probe"
+NODE_PROBE_OFF = "off"
 # Secret keys (fixed) are also the node file names.
 CA_KEY = "ca.crt"
 CLIENT_CERT_KEY = "client.cert"

@@ -309,15 +309,19 @@ def test_rbac_grants_no_wildcards_no_escalation_and_no_secrets_cluster_wide(
     assert not problems, "\n".join(problems)
 
 
-def test_agent_can_write_nothing_but_its_per_node_report(rendered: list[Doc]) -> None:
+def test_agent_can_write_nothing_but_its_per_node_report_and_patch_nodes(
+    rendered: list[Doc],
+) -> None:
     writes = {"create", "update", "patch", "delete", "deletecollection"}
     written = {
-        (group, resource)
+        (group, resource, verb)
         for doc in rendered
         if doc["kind"] in ("Role", "ClusterRole") and doc["metadata"]["name"] == "dtrtrust-agent"
         for rule in doc.get("rules") or []
-        if writes & set(rule["verbs"])
+        for verb in writes & set(rule["verbs"])
         for group in rule["apiGroups"]
         for resource in rule["resources"]
     }
-    assert written == {("dtrtrust.io", "dtrtrustnodes")}
+    assert {(g, r) for g, r, _ in written} == {("dtrtrust.io", "dtrtrustnodes"), ("", "nodes")}
+    # Nodes: patch only (the startup taint), never update or delete.
+    assert {v for g, r, v in written if r == "nodes"} == {"patch"}

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from helpers import (
-    ALL_TARGETS,
     FORBIDDEN,
+    LOOPBACK_TARGETS,
     UNKNOWN_AUTHORITY,
     Host,
     condition,
@@ -75,11 +75,11 @@ def test_without_a_client_pair_no_client_files_are_written_and_skopeo_gets_403(
     conds = conditions(result.stdout)
     assert "ClientCertificateValid" not in conds
     assert (conds["RegistryVerified"]["status"], conds["Ready"]["status"]) == ("True", "True")
-    for target in ALL_TARGETS:
+    for target in LOOPBACK_TARGETS:
         names = {p.name for p in host.cert_dir(target, dtr_stack.address).iterdir()}
         assert names == ({"ca.crt", "hosts.toml"} if target == "containerd" else {"ca.crt"})
     pulled = skopeo_inspect(
-        skopeo, host.cert_dir("docker", dtr_stack.address), dtr_stack.image_ref()
+        skopeo, host.cert_dir("containers", dtr_stack.address), dtr_stack.image_ref()
     )
     assert pulled.returncode != 0
     assert FORBIDDEN in pulled.stderr
@@ -103,7 +103,7 @@ def test_rogue_client_certificate_is_client_auth_rejected_and_previous_files_sta
     assert dtr_stack.rogue_key.read_text().splitlines()[1] not in result.stdout + result.stderr
     assert host.node_files() == before
     pulled = skopeo_inspect(
-        skopeo, host.cert_dir("docker", dtr_stack.address), dtr_stack.image_ref()
+        skopeo, host.cert_dir("containers", dtr_stack.address), dtr_stack.image_ref()
     )
     assert pulled.returncode == 0, pulled.stderr
 
@@ -131,18 +131,20 @@ def test_leaf_only_registry_pulls_only_once_the_bundle_holds_inline_intermediate
     host = new_host(tmp_path)
     address = dtr_stack.leaf_only_address
     ref = dtr_stack.image_ref(address)
-    docker_dir = host.cert_dir("docker", address)
+    cert_dir = host.cert_dir("containers", address)
 
-    # 1. Checks off: the root-only files get written, and a real client refuses the registry.
+    # 1. The check before publishing off: the root-only files get written, a real client
+    #    refuses the registry, and the probe with exactly those files says so (exit 1).
     unchecked = write_manifest(
         tmp_path / "unchecked.yaml",
         pinned_trust(dtr_stack, "dtr-b", address, verify={"tls": False}),
         _client_secret(dtr_stack),
     )
     result = host.apply(unchecked)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert sha256_fingerprints((docker_dir / "ca.crt").read_bytes()) == {dtr_stack.root_sha256}
-    refused = skopeo_inspect(skopeo, docker_dir, ref)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert condition(result.stdout, "NodesVerified") == ("False", "UnknownAuthority")
+    assert sha256_fingerprints((cert_dir / "ca.crt").read_bytes()) == {dtr_stack.root_sha256}
+    refused = skopeo_inspect(skopeo, cert_dir, ref)
     assert refused.returncode != 0
     assert UNKNOWN_AUTHORITY in refused.stderr
 
@@ -155,11 +157,11 @@ def test_leaf_only_registry_pulls_only_once_the_bundle_holds_inline_intermediate
     result = host.apply(composed)
     assert result.returncode == 0, result.stdout + result.stderr
     assert condition(result.stdout, "RegistryVerified") == ("True", "Verified")
-    assert sha256_fingerprints((docker_dir / "ca.crt").read_bytes()) == {
+    assert sha256_fingerprints((cert_dir / "ca.crt").read_bytes()) == {
         dtr_stack.root_sha256,
         fingerprint(dtr_stack.intermediate_ca),
     }
-    pulled, files = skopeo_pull(skopeo, docker_dir, ref, tmp_path)
+    pulled, files = skopeo_pull(skopeo, cert_dir, ref, tmp_path)
     assert pulled.returncode == 0, pulled.stderr
     assert files == {dtrstack.IMAGE_FILE_NAME: dtrstack.IMAGE_FILE_CONTENT}
     fetched = ctr_fetch_manifest(ctr, host.hosts_dir, ref)
@@ -244,7 +246,7 @@ def test_unreachable_ca_url_is_fetch_failed_and_keeps_the_working_files(
     assert url in message
     assert host.node_files() == before
     pulled = skopeo_inspect(
-        skopeo, host.cert_dir("docker", dtr_stack.address), dtr_stack.image_ref()
+        skopeo, host.cert_dir("containers", dtr_stack.address), dtr_stack.image_ref()
     )
     assert pulled.returncode == 0, pulled.stderr
 
@@ -285,9 +287,9 @@ def test_delete_removes_what_apply_wrote_and_restores_a_foreign_ca_crt(
     dtr_stack: Stack, tmp_path: Path
 ) -> None:
     host = new_host(tmp_path)
-    docker_dir = host.cert_dir("docker", dtr_stack.address)
-    docker_dir.mkdir(parents=True)
-    foreign = docker_dir / "ca.crt"
+    cert_dir = host.cert_dir("containers", dtr_stack.address)
+    cert_dir.mkdir(parents=True)
+    foreign = cert_dir / "ca.crt"
     foreign.write_bytes(dtr_stack.rogue_ca.read_bytes())  # someone's earlier hand-made trust
     foreign.chmod(0o640)
     foreign_mode = 0o640
@@ -303,7 +305,7 @@ def test_delete_removes_what_apply_wrote_and_restores_a_foreign_ca_crt(
     assert "path(s) removed, 1 restored" in result.stdout
     assert foreign.read_bytes() == dtr_stack.rogue_ca.read_bytes()
     assert foreign.stat().st_mode & 0o7777 == foreign_mode
-    for target in ("containers", "containerd", "notary"):
+    for target in ("containerd", "notary"):  # containers holds the restored foreign file
         assert not host.cert_dir(target, dtr_stack.address).exists()
 
 
@@ -316,7 +318,7 @@ def test_an_alias_the_registry_certificate_does_not_name_is_refused_before_any_w
     good["spec"]["aliases"] = [f"localhost:{port}"]
     result = host.apply(write_manifest(tmp_path / "ok.yaml", good, _client_secret(dtr_stack)))
     assert result.returncode == 0, result.stderr
-    assert (host.cert_dir("docker", f"localhost:{port}") / "ca.crt").exists()
+    assert (host.cert_dir("containers", f"localhost:{port}") / "ca.crt").exists()
 
     bad = pinned_trust(dtr_stack, "alias-bad")
     bad["spec"]["aliases"] = [f"dtr.invalid:{port}"]
@@ -324,4 +326,4 @@ def test_an_alias_the_registry_certificate_does_not_name_is_refused_before_any_w
     assert result.returncode == 1
     assert condition(result.stdout, "RegistryVerified") == ("False", "HostnameMismatch")
     assert f"dtr.invalid:{port}" in conditions(result.stdout)["RegistryVerified"]["message"]
-    assert not host.cert_dir("docker", f"dtr.invalid:{port}").exists()
+    assert not host.cert_dir("containers", f"dtr.invalid:{port}").exists()

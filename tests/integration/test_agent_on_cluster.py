@@ -158,7 +158,8 @@ def trusts(custom: client.CustomObjectsApi) -> Iterator[Callable[..., str]]:
             "spec": {
                 "registry": REGISTRY,
                 "ca": {"pem": CA.cert_pem.decode()},
-                "verify": {"tls": False},
+                # REGISTRY does not exist: neither the operator nor the agents can reach it.
+                "verify": {"tls": False, "nodes": False},
                 **spec,
             },
         }
@@ -474,6 +475,151 @@ def test_skopeo_pulls_from_the_dtr_like_registry_with_the_files_the_agent_wrote(
         assert layer
     finally:
         core.delete_namespaced_secret(secret_name, NS)
+
+
+# ------------------------------------------------------------------- the startup taint
+
+TAINT = {"key": "dtrtrust.io/not-ready", "effect": "NoSchedule"}
+OTHER_TAINT = {"key": "example.com/maintenance", "value": "yes", "effect": "NoSchedule"}
+
+
+def taint_keys(core: client.CoreV1Api, node: str) -> list[str]:
+    return [t.key for t in core.read_node(node).spec.taints or []]
+
+
+def test_startup_taint_is_removed_only_once_the_trust_is_in_place_and_effective(
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    nodes: Callable[..., str],
+    agents: Callable[[str], AgentProcess],
+    trusts: Callable[..., str],
+    tmp_path: Path,
+    run_id: str,
+) -> None:
+    node = nodes("t")
+    core.patch_node(node, {"spec": {"taints": [TAINT, OTHER_TAINT]}})
+    config = tmp_path / node / "etc" / "containerd" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n')
+    name = trusts(
+        f"agent-taint-{run_id}", targets=["containerd"], nodeSelector={"dtrtrust-test": run_id}
+    )
+    agent = agents(node)
+
+    # Written but not effective (no config_path): the report says so, and the agent
+    # decided about the taint before it published that report, so the taint must stay.
+    eventually(
+        lambda: report(custom, node).get(name, {}).get("state") == "NotEffective",
+        "NotEffective reported",
+    )
+    assert (cert_dir(agent, target="containerd") / "hosts.toml").is_file()
+    assert TAINT["key"] in taint_keys(core, node)
+
+    config.write_text(
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+        'config_path = "/etc/containerd/certs.d"\n'
+    )
+    eventually(lambda: TAINT["key"] not in taint_keys(core, node), "startup taint removed")
+    # The agent removes the taint right after the sync that made the trust effective and
+    # publishes that report just after.
+    eventually(lambda: report(custom, node)[name]["state"] == "Synced", "Synced reported")
+    assert (cert_dir(agent, target="containerd") / "ca.crt").is_file()
+    taints = core.read_node(node).spec.taints or []
+    assert [(t.key, t.value, t.effect) for t in taints if t.key == OTHER_TAINT["key"]] == [
+        (OTHER_TAINT["key"], "yes", "NoSchedule")
+    ]
+
+
+def test_taint_patch_with_stale_taints_changes_nothing(
+    core: client.CoreV1Api, nodes: Callable[..., str], agent_kubeconfig: Path
+) -> None:
+    import pykube
+
+    from dtrtrust.kube.node import Conflict, NodeApi
+
+    node = nodes("s")
+    core.patch_node(node, {"spec": {"taints": [TAINT]}})
+    api = NodeApi(NS, node, pykube.KubeConfig.from_file(str(agent_kubeconfig)))
+    seen, _rv = api.list_node()
+    assert seen is not None
+    stale = list(seen["spec"]["taints"])
+    # Another controller adds a taint after the agent read the Node.
+    core.patch_node(node, {"spec": {"taints": [TAINT, OTHER_TAINT]}})
+    with pytest.raises(Conflict):
+        api.remove_taint(stale, TAINT["key"])
+    assert taint_keys(core, node) == [TAINT["key"], OTHER_TAINT["key"]]
+    fresh, _rv = api.list_node()
+    assert fresh is not None
+    api.remove_taint(list(fresh["spec"]["taints"]), TAINT["key"])
+    assert taint_keys(core, node) == [OTHER_TAINT["key"]]
+
+
+# ------------------------------------------------------------------------- lifecycle
+
+
+def test_deleted_node_object_touches_no_files_and_a_deleted_report_comes_back(
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    nodes: Callable[..., str],
+    agents: Callable[[str], AgentProcess],
+    trusts: Callable[..., str],
+    run_id: str,
+) -> None:
+    node = nodes("d")
+    agent = agents(node)
+    name = trusts(f"agent-life-{run_id}", nodeSelector={"dtrtrust-test": run_id})
+    eventually(lambda: (cert_dir(agent) / "ca.crt").is_file(), "files written")
+    eventually(lambda: report(custom, node).get(name), "report written")
+
+    # Someone deletes the report: the next resync writes it again.
+    custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "dtrtrustnodes", node)
+    eventually(lambda: report(custom, node).get(name), "report written again")
+
+    # The Node object goes away (as in a cloud provider's replace): unknown, not empty.
+    core.delete_node(node)
+    eventually(lambda: "does not exist" in agent.log_text(), "the agent saw the Node go")
+    eventually(lambda: agent.log_text().count("touching no files") >= 1, "the agent held")
+    assert (cert_dir(agent) / "ca.crt").is_file()
+    assert "removed" not in agent.log_text().split("does not exist", 1)[1]
+
+
+def test_a_node_that_cannot_reach_the_registry_is_nodes_verified_unreachable(
+    custom: client.CustomObjectsApi,
+    nodes: Callable[..., str],
+    agents: Callable[[str], AgentProcess],
+    trusts: Callable[..., str],
+    run_id: str,
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the node's probe cannot connect
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    node = nodes("u")
+    agents(node)
+    name = trusts(
+        f"agent-probe-{run_id}",
+        registry=closed,
+        targets=["containers"],
+        verify={"tls": False, "nodes": True},
+        nodeSelector={"dtrtrust-test": run_id},
+    )
+
+    def unreachable() -> dict[str, Any] | None:
+        obj = dict(custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name))
+        conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        cond = conds.get("NodesVerified", {})
+        return (
+            {**cond, "ready": conds.get("Ready")} if cond.get("reason") == "Unreachable" else None
+        )
+
+    cond = eventually(unreachable, "NodesVerified Unreachable")
+    assert cond["status"] == "False"
+    assert node in cond["message"]
+    assert cond["ready"]["status"] == "False"  # never "fine"
+    entry: dict[str, Any] = report(custom, node)[name]  # the probe is a nested object
+    assert (entry["probe"]["reachable"], entry["probe"]["tlsVerified"]) == (False, False)
+    assert report(custom, node)[name]["state"] == "Synced"  # the files are in place
 
 
 # ------------------------------------------- tampered and deleted bundle Secrets

@@ -178,7 +178,10 @@ AGENT_CAN = [
     ("update", "dtrtrusts.dtrtrust.io", "cluster", "no"),
     ("patch", "dtrtrusts.dtrtrust.io/status", "cluster", "no"),
     ("create", "dtrtrustnodes.dtrtrust.io", "default", "no"),
-    ("patch", "nodes", "cluster", "no"),
+    ("patch", "nodes", "cluster", "yes"),  # only to remove its startup taint
+    ("update", "nodes", "cluster", "no"),
+    ("delete", "nodes", "cluster", "no"),
+    ("patch", "nodes/status", "cluster", "no"),
     ("patch", "daemonsets.apps", NAMESPACE, "no"),
     ("patch", "configmaps", NAMESPACE, "no"),
     ("create", "pods", NAMESPACE, "no"),
@@ -200,12 +203,14 @@ def test_agent_service_account_can_exactly_what_it_needs(
     assert can_i(as_agent, verb, resource, where) == expected
 
 
-def test_agent_writes_nothing_but_its_per_node_reports(as_agent: Path) -> None:
+def test_agent_writes_nothing_but_its_per_node_reports_and_node_taints(as_agent: Path) -> None:
     written = written_resources(as_agent, NAMESPACE)
-    assert set(written) - SELF_REVIEWS == {"dtrtrustnodes.dtrtrust.io"}
+    assert set(written) - SELF_REVIEWS == {"dtrtrustnodes.dtrtrust.io", "nodes"}
     assert "delete" not in written["dtrtrustnodes.dtrtrust.io"]
+    # Nodes (cluster-scoped, listed with every namespace): patch only, for the startup taint.
+    assert set(written["nodes"]) == {"patch"}
     for namespace in ("default", "kube-system"):
-        assert set(written_resources(as_agent, namespace)) <= SELF_REVIEWS
+        assert set(written_resources(as_agent, namespace)) - SELF_REVIEWS <= {"nodes"}
 
 
 def test_operator_writes_only_bundle_secrets_the_agent_daemonset_events_and_status(

@@ -22,6 +22,7 @@ from dtrtrust.agent.decisions import (
     parse_bundle,
     selects,
     sync_state,
+    taint_blockers,
 )
 from dtrtrust.agent.loop import REMOVED_TTL_SECONDS, Agent, backoff
 from dtrtrust.agent.policies import load_policies
@@ -29,7 +30,7 @@ from dtrtrust.agent.report import TrustReport, report_body, same_report
 from dtrtrust.contract import CONFLICT, ERROR, NOT_EFFECTIVE, REMOVED, RETAINED, SYNCED
 from dtrtrust.core.fingerprints import content_hash
 from dtrtrust.node import writer
-from dtrtrust.node.containerd import containerd_problem
+from dtrtrust.node.effective import Finding
 from dtrtrust.operator.objects import bundle_secret
 
 # PEM-shaped (the agent checks the shape, never loads cryptography): base64 bodies.
@@ -53,9 +54,10 @@ def secret(
     data: Mapping[str, bytes] | None = None,
     labels: Mapping[str, str] | None = None,
     uid: str = "uid-1",
+    probe: str | None = None,
 ) -> dict[str, Any]:
     files = DEFAULT_FILES if data is None else data
-    return {
+    body = {
         "metadata": {
             "name": f"dtrtrust-{trust}",
             "ownerReferences": [
@@ -77,6 +79,9 @@ def secret(
         },
         "data": {k: base64.b64encode(v).decode() for k, v in files.items()},
     }
+    if probe is not None:
+        body["metadata"]["annotations"]["dtrtrust.io/node-probe"] = probe  # type: ignore[index]
+    return body
 
 
 def test_bundle_parsed_from_a_secret_the_operator_built() -> None:
@@ -110,7 +115,28 @@ def test_bundle_parsed_from_a_secret_the_operator_built() -> None:
         ca=CA,
         client=None,
         owner_uid="uid-1",
+        probe_interval=3600.0,  # the default refreshInterval: the probe is on by default
     )
+
+
+def test_verify_nodes_false_turns_the_node_probe_off_in_the_bundle_secret() -> None:
+    from dtrtrust.core.spec import parse_trust
+
+    spec = parse_trust(
+        {
+            "apiVersion": "dtrtrust.io/v1alpha1",
+            "kind": "DTRTrust",
+            "metadata": {"name": "prod", "generation": 1},
+            "spec": {
+                "registry": "dtr.example.com:4443",
+                "ca": {"pem": CA.decode()},
+                "verify": {"nodes": False},
+            },
+        }
+    )
+    published = content_hash({"ca.crt": CA})
+    body = bundle_secret(spec, "uid-1", {"ca.crt": CA}, published, "dtrtrust-system")
+    assert parse_bundle(body).probe_interval is None
 
 
 @pytest.mark.parametrize(
@@ -194,13 +220,13 @@ def _bundle(trust: str = "prod", **kwargs: Any) -> Bundle:
         # no longer selected: remove what is owned, nothing when nothing is owned
         ({"prod": _bundle(selector={"role": "x"})}, LINUX, {"prod"}, {}, [("prod", "remove")]),
         ({"prod": _bundle(selector={"role": "x"})}, LINUX, set(), {}, []),
-        # deselection removes even with Retain: Retain is about deleting the trust
+        # deselection keeps files with Retain, as deletion does (the CRD's wording)
         (
             {"prod": _bundle(selector={"role": "x"}, policy="Retain")},
             LINUX,
             {"prod"},
             {"prod": "Retain"},
-            [("prod", "remove")],
+            [("prod", "retain")],
         ),
         # Secret gone: the remembered policy decides; Delete when never seen
         ({}, LINUX, {"old"}, {"old": "Delete"}, [("old", "remove")]),
@@ -255,83 +281,6 @@ def test_decide_limited_to_dirty_trusts_leaves_others_alone() -> None:
     assert [(a.trust, a.kind) for a in got] == [("b", "sync")]
 
 
-# --------------------------------------------------------------------------- containerd
-
-V2_OK = """
-version = 2
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "/etc/containerd/certs.d"
-"""
-V2_BOTH = """
-version = 2
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "/etc/containerd/certs.d/:/etc/docker/certs.d"
-"""
-V2_EMPTY = """
-version = 2
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = ""
-"""
-V2_MIRRORS = """
-version = 2
-[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
-  endpoint = ["https://registry-1.docker.io"]
-"""
-V2_OTHER_DIR = """
-version = 2
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "/etc/docker/certs.d"
-"""
-V3_OK = """
-version = 3
-[plugins."io.containerd.cri.v1.images".registry]
-  config_path = "/etc/containerd/certs.d"
-"""
-V3_OLD_TABLE = """
-version = 3
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "/etc/containerd/certs.d"
-"""
-V1_OK = """
-[plugins.cri.registry]
-  config_path = "/etc/containerd/certs.d"
-"""
-WITH_IMPORTS = """
-version = 2
-imports = ["/etc/containerd/conf.d/*.toml"]
-"""
-
-
-@pytest.mark.parametrize(
-    ("config", "problem"),
-    [
-        (None, None),  # no config.toml: maybe no containerd; nothing to judge
-        (V2_OK, None),
-        (V2_BOTH, None),
-        (V3_OK, None),
-        (V1_OK, None),
-        (WITH_IMPORTS, None),  # config_path may be in an imported file
-        ("", "[plugins.cri.registry]"),  # empty file: version 1 defaults, no config_path
-        ("version = 2\n", '[plugins."io.containerd.grpc.v1.cri".registry]'),
-        (V2_EMPTY, '[plugins."io.containerd.grpc.v1.cri".registry]'),
-        (V2_MIRRORS, "no config_path is set"),
-        (V2_OTHER_DIR, "config_path is '/etc/docker/certs.d'"),
-        (V3_OLD_TABLE, '[plugins."io.containerd.cri.v1.images".registry]'),
-        ("version = 2\n[plugins\n", "cannot be parsed"),
-    ],
-)
-def test_containerd_config_decides_whether_certs_d_is_effective(
-    config: str | None, problem: str | None
-) -> None:
-    got = containerd_problem(config)
-    if problem is None:
-        assert got is None
-    else:
-        assert got is not None
-        assert problem in got
-        assert "/etc/containerd/certs.d" in got
-
-
 # --------------------------------------------------------------------------- reports
 
 
@@ -348,25 +297,30 @@ def test_writer_conflict_becomes_a_conflict_report_with_the_path() -> None:
             )
         ]
     )
-    report = sync_state(bundle, result, None)
+    report = sync_state(bundle, result)
     assert report.state == CONFLICT
     assert "etc/containerd/certs.d/dtr.example.com:4443" in report.message
 
 
 @pytest.mark.parametrize(
-    ("targets", "problem", "state"),
+    ("findings", "state"),
     [
-        ("docker", None, SYNCED),
-        ("docker", "containerd will not read", SYNCED),  # containerd not a target
-        ("docker,containerd", None, SYNCED),
-        ("docker,containerd", "containerd will not read", NOT_EFFECTIVE),
+        ([], SYNCED),
+        ([Finding("containers", "marked insecure", blocking=False)], SYNCED),
+        ([Finding("containerd", "containerd will not read")], NOT_EFFECTIVE),
+        (
+            [Finding("containers", "insecure", blocking=False), Finding("docker", "loopback")],
+            NOT_EFFECTIVE,
+        ),
     ],
 )
-def test_not_effective_only_when_containerd_is_a_target(
-    targets: str, problem: str | None, state: str
+def test_a_blocking_finding_is_not_effective_and_a_warning_stays_synced(
+    findings: list[Finding], state: str
 ) -> None:
-    report = sync_state(_bundle(targets=targets), writer.SyncResult(), problem)
+    report = sync_state(_bundle(targets="docker,containerd"), writer.SyncResult(), findings)
     assert report.state == state
+    for f in findings:
+        assert f.message in report.message
 
 
 def test_report_is_owned_by_the_node_and_unchanged_content_needs_no_write() -> None:
@@ -522,6 +476,18 @@ def test_unusable_secret_keeps_the_files_already_written(tmp_path: Path) -> None
     assert "Delete or Retain" in a.reports["prod"].message
 
 
+V2_OK = """
+version = 2
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "/etc/containerd/certs.d"
+"""
+V2_MIRRORS = """
+version = 2
+[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+  endpoint = ["https://registry-1.docker.io"]
+"""
+
+
 def test_not_effective_reported_from_the_hosts_containerd_config(tmp_path: Path) -> None:
     (tmp_path / "etc/containerd").mkdir(parents=True)
     (tmp_path / "etc/containerd/config.toml").write_text(V2_MIRRORS)
@@ -546,6 +512,183 @@ def test_removed_entry_leaves_the_report_after_its_grace(tmp_path: Path) -> None
     now[0] += REMOVED_TTL_SECONDS + 1
     a.reconcile(everything=True)
     assert "prod" not in a.reports
+
+
+def test_a_deleted_node_is_unknown_and_no_files_are_touched(tmp_path: Path) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret(), secret("kept", registries="kept.example.com", policy="Retain")])
+    a.reconcile(everything=True)
+    a._set_node(None)  # the watch saw the Node deleted (or it was never there)
+    a.reconcile(everything=True)
+    assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
+    assert (tmp_path / "etc/docker/certs.d/kept.example.com/ca.crt").is_file()
+    assert a.reports["prod"].state == SYNCED
+
+
+def test_retain_keeps_the_files_when_the_node_is_no_longer_selected(tmp_path: Path) -> None:
+    a = make_agent(tmp_path)
+    labels = {**LINUX, "role": "build"}
+    see(a, [secret(selector={"role": "build"}, policy="Retain")], labels)
+    a.reconcile(everything=True)
+    see(a, [secret(selector={"role": "build"}, policy="Retain")], LINUX)
+    a.reconcile(everything=True)
+    assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
+    assert a.reports["prod"].state == RETAINED
+
+
+def test_loopback_registry_is_not_effective_for_docker_on_the_node(tmp_path: Path) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret(registries="127.0.0.1:4443")])
+    a.reconcile(everything=True)
+    assert a.reports["prod"].state == NOT_EFFECTIVE
+    assert "insecure registry" in a.reports["prod"].message
+    assert (tmp_path / "etc/docker/certs.d/127.0.0.1:4443/ca.crt").is_file()
+
+
+def test_a_changed_runtime_config_is_noticed_without_waiting_for_the_resync(
+    tmp_path: Path,
+) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    assert not a.runtime_configs_changed()
+    (tmp_path / "etc/docker/daemon.json").write_text('{"insecure-registries": ["x:1"]}')
+    assert a.runtime_configs_changed()
+
+
+# --------------------------------------------------------------------- the startup taint
+
+
+@pytest.mark.parametrize(
+    ("reports", "blocked"),
+    [
+        ({"prod": TrustReport("prod", HASH, SYNCED)}, []),
+        ({}, ["prod: not synced yet"]),
+        ({"prod": TrustReport("prod", "sha256:old", SYNCED)}, ["prod: not synced yet"]),
+        ({"prod": TrustReport("prod", HASH, NOT_EFFECTIVE, "x")}, ["prod: NotEffective"]),
+        ({"prod": TrustReport("prod", HASH, ERROR, "x")}, ["prod: Error"]),
+    ],
+)
+def test_startup_taint_stays_until_every_selecting_trust_is_synced_and_effective(
+    reports: dict[str, TrustReport], blocked: list[str]
+) -> None:
+    bundles: dict[str, Bundle | BundleError] = {
+        "prod": _bundle(),
+        "elsewhere": _bundle("elsewhere", selector={"role": "gpu"}),  # does not select
+    }
+    assert taint_blockers(bundles, LINUX, reports) == blocked
+
+
+def test_an_unusable_bundle_secret_keeps_the_startup_taint() -> None:
+    assert taint_blockers({"bad": BundleError("broken")}, LINUX, {}) == [
+        "bad: its bundle Secret is unusable"
+    ]
+
+
+def test_a_failed_probe_keeps_the_startup_taint() -> None:
+    reports = {"prod": TrustReport("prod", HASH, SYNCED)}
+    assert taint_blockers({"prod": _bundle()}, LINUX, reports, verified={"prod": False})
+    assert not taint_blockers({"prod": _bundle()}, LINUX, reports, verified={"prod": True})
+
+
+class TaintApi:
+    """The project's own NodeApi, below the agent: records remove_taint calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[dict[str, Any]], str]] = []
+
+    def remove_taint(self, taints: list[dict[str, Any]], key: str) -> None:
+        self.calls.append((taints, key))
+
+
+def test_agent_removes_its_startup_taint_only_after_the_files_are_in_place(
+    tmp_path: Path,
+) -> None:
+    api = TaintApi()
+    a = Agent(Config(node_name="n1", host_root=tmp_path), api)  # type: ignore[arg-type]
+    see(a, [secret()])
+    taints = [{"key": "dtrtrust.io/not-ready", "effect": "NoSchedule"}, {"key": "other"}]
+    a.view.taints = list(taints)
+    assert not a.untaint()  # nothing synced yet
+    assert api.calls == []
+    a.reconcile(everything=True)
+    assert a.untaint()
+    assert api.calls == [(taints, "dtrtrust.io/not-ready")]
+    assert a.view.taints == [{"key": "other"}]
+    assert not a.untaint()  # gone: no second patch
+    assert len(api.calls) == 1
+
+
+# ----------------------------------------------------------------------- the node probe
+
+
+def test_agent_probes_with_the_files_it_wrote_once_per_content_and_interval(
+    tmp_path: Path,
+) -> None:
+    from certfactory import make_ca, make_leaf
+    from tlsserver import TLSServer, basic_info_route, valid_now
+
+    root = make_ca("agent probe root")
+    leaf = make_leaf("localhost", root, sans=["localhost"], ip_sans=["127.0.0.1"], **valid_now())
+    client = make_leaf("agent probe client", root, sans=[], eku=["clientAuth"], **valid_now())
+    routes = {"/basic_info": basic_info_route()}
+    with TLSServer(
+        chain_pem=leaf.chain_pem, key_pem=leaf.key_pem, routes=routes, client_ca_pem=root.cert_pem
+    ) as server:
+        now = [1000.0]
+        a = Agent(Config(node_name="n1", host_root=tmp_path), NoApi(), clock=lambda: now[0])  # type: ignore[arg-type]
+        files = {
+            "ca.crt": root.cert_pem,
+            "client.cert": client.chain_pem,
+            "client.key": client.key_pem,
+        }
+
+        def seen(ca: bytes) -> None:
+            data = {**files, "ca.crt": ca}
+            see(a, [secret(registries=server.address, targets="containers", data=data,
+                           probe="600")])  # fmt: skip
+
+        seen(root.cert_pem)
+        a.reconcile(everything=True)
+        found = a.reports["prod"].probe
+        assert found is not None
+        assert (found["reachable"], found["tlsVerified"], found["clientCertificate"]) == (
+            True, True, "Accepted",
+        )  # fmt: skip
+        assert "reason" not in found
+        assert found["checkedAt"]
+        assert a.verified() == {"prod": True}
+        probes = len(server.requests)
+        a.reconcile(everything=True)  # nothing changed: no new probe
+        assert len(server.requests) == probes
+        seen(root.cert_pem + make_ca("agent probe other").cert_pem)  # new content: probed again
+        a.reconcile(everything=True)
+        assert len(server.requests) > probes
+        probes = len(server.requests)
+        now[0] += 600 * 1.2 + 1  # past the interval, jitter included
+        a.reconcile(everything=True)
+        assert len(server.requests) > probes
+
+
+def test_agent_reports_an_unreachable_registry_as_such(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from certfactory import make_ca
+
+    ca = make_ca("agent unreachable root").cert_pem
+    a = make_agent(tmp_path)
+    address = f"127.0.0.1:{port}"
+    see(a, [secret(registries=address, targets="containers", probe="600", data={"ca.crt": ca})])
+    a.reconcile(everything=True)
+    found = a.reports["prod"].probe
+    assert found is not None
+    assert found["reason"] == "Unreachable"
+    assert found["reachable"] is False
+    assert a.reports["prod"].state == SYNCED  # written and effective; the probe is separate
+    assert a.verified() == {"prod": False}
 
 
 def test_a_hand_edited_secret_is_refused_and_the_last_good_files_stay(tmp_path: Path) -> None:

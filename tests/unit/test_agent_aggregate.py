@@ -52,3 +52,50 @@ def test_all_desired_nodes_synced_makes_the_condition_true() -> None:
     synced, problems = node_progress(["n1"], REPORTS, "prod", H)
     _, cond = nodes_status(["n1"], synced, problems)
     assert cond.status == "True"
+
+
+# --------------------------------------------------------------------- NodesVerified
+
+OK_PROBE = {"reachable": True, "tlsVerified": True, "clientCertificate": "Accepted",
+            "checkedAt": "2026-01-01T00:00:00Z"}  # fmt: skip
+DOWN = {**OK_PROBE, "reachable": False, "tlsVerified": False, "reason": "Unreachable",
+        "message": "cannot connect"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("probes", "status", "reason", "count"),
+    [
+        ({"n1": OK_PROBE, "n2": OK_PROBE}, "True", "Verified", 2),
+        ({"n1": OK_PROBE}, "False", "Progressing", 1),  # n2 has not probed yet
+        ({"n1": OK_PROBE, "n2": DOWN}, "False", "Unreachable", 1),  # never "fine"
+    ],
+)
+def test_nodes_verified_counts_only_passed_probes(
+    probes: dict[str, dict[str, object]], status: str, reason: str, count: int
+) -> None:
+    from dtrtrust.core.status import nodes_verified
+
+    got, cond = nodes_verified(["n1", "n2"], probes)
+    assert (cond.status, cond.reason, got) == (status, reason, count)
+    assert cond.type == "NodesVerified"
+    if reason == "Unreachable":
+        assert "n2" in cond.message
+        assert "cannot connect" in cond.message
+
+
+def test_nodes_verified_false_makes_ready_false() -> None:
+    from dtrtrust.core import conditions
+    from dtrtrust.core.status import nodes_verified
+
+    _, cond = nodes_verified(["n1"], {"n1": DOWN})
+    ready = conditions.ready([conditions.ok(conditions.NODES_SYNCED, "Synced", ""), cond])
+    assert (ready.status, ready.reason) == ("False", "Unreachable")
+
+
+def test_a_passed_probe_note_reaches_the_nodes_verified_message() -> None:
+    from dtrtrust.core.status import nodes_verified
+
+    note = {**OK_PROBE, "clientCertificate": "NotConfigured", "message": "v2 answered 403"}
+    _, cond = nodes_verified(["n1"], {"n1": note})
+    assert cond.status == "True"
+    assert "node n1: v2 answered 403" in cond.message

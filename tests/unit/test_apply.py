@@ -17,6 +17,7 @@ import yaml
 import certfactory
 from dtrtrust.cli import apply
 from dtrtrust.core.network import FetchError
+from dtrtrust.node.probe import ProbeResult
 from stubnet import StubNetwork
 
 NOW = certfactory.NOW
@@ -25,6 +26,10 @@ NEW = certfactory.make_ca("Apply Root 2030")
 INTER = certfactory.make_ca("Apply Issuing", parent=OLD, path_length=0)
 CLIENT = certfactory.make_leaf("apply node", INTER, eku=["clientAuth"])
 ADDR = "dtr.example.com:4443"
+CONTAINERD_OK = """version = 2
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "/etc/containerd/certs.d"
+"""
 
 
 def write_manifests(tmp_path: Path, **spec: Any) -> Path:
@@ -61,8 +66,17 @@ def write_manifests(tmp_path: Path, **spec: Any) -> Path:
 @pytest.fixture
 def host(tmp_path: Path) -> apply.HostOptions:
     root = tmp_path / "host"
-    root.mkdir()
-    return apply.HostOptions(host_root=root, home="/root")
+    (root / "etc/containerd").mkdir(parents=True)
+    (root / "etc/containerd/config.toml").write_text(CONTAINERD_OK)
+    return apply.HostOptions(host_root=root, home="/root", prober=passing_probe)
+
+
+def passing_probe(address: str, directory: Path, with_client: bool) -> ProbeResult:
+    """The project's own probe, stubbed below apply (no network in unit tests); it still
+    insists on being pointed at the files apply wrote."""
+    assert (directory / "ca.crt").is_file()
+    assert (directory / "client.key").is_file() is with_client
+    return ProbeResult(True, True, "Accepted" if with_client else "NotConfigured")
 
 
 def run(
@@ -83,7 +97,13 @@ def test_apply_writes_the_files_and_reports_ready(tmp_path: Path, host: apply.Ho
     docker = host.host_root / "etc/docker/certs.d" / ADDR
     assert (docker / "client.key").read_bytes() == CLIENT.key_pem
     assert (host.host_root / "etc/containerd/certs.d" / ADDR / "hosts.toml").exists()
-    assert result.status["nodes"] == {"desired": 1, "synced": 1, "summary": "1/1", "outOfSync": []}
+    assert result.status["nodes"] == {
+        "desired": 1,
+        "synced": 1,
+        "summary": "1/1",
+        "outOfSync": [],
+        "verified": 1,
+    }
 
 
 def test_a_failure_after_a_good_run_keeps_the_files_and_the_transition_times(
@@ -138,7 +158,7 @@ def test_an_invalid_spec_is_reported_without_touching_the_host(
     result = run(write_manifests(tmp_path, registry="Bad_Host"), host, StubNetwork(OLD))
     assert not result.ready
     assert conditions(result)["Ready"] == ("False", "InvalidSpec")
-    assert not (host.host_root / "etc").exists()
+    assert not (host.host_root / "etc/docker").exists()
 
 
 @pytest.mark.parametrize(
@@ -193,3 +213,87 @@ def test_a_host_root_that_does_not_exist_is_refused_and_nothing_is_created(
     assert conditions(result)["NodesSynced"] == ("False", "NodeErrors")
     assert result.host_problem
     assert not missing.exists()
+
+
+# The real config file formats under the host root; the checks themselves are
+# tested case by case in test_effective.py, here that apply acts on them.
+DEBIAN_STOCK_CONTAINERD = 'disabled_plugins = ["cri"]\n#root = "/var/lib/containerd"\n'
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "registry", "words"),
+    [
+        ("etc/containerd/config.toml", DEBIAN_STOCK_CONTAINERD, ADDR, "no config_path is set"),
+        ("etc/docker/daemon.json", '{"insecure-registries": ["' + ADDR + '"]}', ADDR, "insecure"),
+        ("etc/docker/daemon.json", "{}", "127.0.0.1:4443", "loopback"),
+        (
+            "etc/containers/registries.conf",
+            f'[[registry]]\nprefix = "{ADDR}"\nblocked = true\n',
+            ADDR,
+            "blocks",
+        ),
+    ],
+)
+def test_apply_reports_not_effective_when_the_runtime_would_ignore_the_files(
+    tmp_path: Path, host: apply.HostOptions, path: str, text: str, registry: str, words: str
+) -> None:
+    (host.host_root / path).parent.mkdir(parents=True, exist_ok=True)
+    (host.host_root / path).write_text(text)
+    manifest = write_manifests(
+        tmp_path,
+        registry=registry,
+        targets=["docker", "containerd", "containers"],
+        verify={"tls": False},
+        ca={"pem": OLD.cert_pem.decode()},
+    )
+    result = run(manifest, host, StubNetwork(OLD))
+    assert conditions(result)["NodesSynced"] == ("False", "NotEffective")
+    assert not result.ready
+    synced = next(c for c in result.status["conditions"] if c["type"] == "NodesSynced")
+    assert words in synced["message"]
+    assert (host.host_root / f"etc/docker/certs.d/{registry}/ca.crt").is_file()  # still written
+
+
+def test_apply_insecure_registries_conf_entry_is_a_warning_not_a_failure(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    (host.host_root / "etc/containers").mkdir(parents=True)
+    (host.host_root / "etc/containers/registries.conf").write_text(
+        f'[[registry]]\nlocation = "{ADDR}"\ninsecure = true\n'
+    )
+    manifest = write_manifests(
+        tmp_path, targets=["containers"], verify={"tls": False}, ca={"pem": OLD.cert_pem.decode()}
+    )
+    result = run(manifest, host, StubNetwork(OLD))
+    assert conditions(result)["NodesSynced"] == ("True", "Synced")
+    synced = next(c for c in result.status["conditions"] if c["type"] == "NodesSynced")
+    assert "insecure" in synced["message"]
+
+
+def test_apply_probe_failure_is_nodes_verified_false_and_not_ready(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    seen: list[tuple[str, Path, bool]] = []
+
+    def unreachable(address: str, directory: Path, with_client: bool) -> ProbeResult:
+        seen.append((address, directory, with_client))
+        return ProbeResult(False, False, "NotTested", "Unreachable", "cannot connect")
+
+    host.prober = unreachable
+    result = run(write_manifests(tmp_path), host, StubNetwork(OLD))
+    assert conditions(result)["NodesVerified"] == ("False", "Unreachable")
+    assert conditions(result)["Ready"] == ("False", "Unreachable")
+    assert seen == [(ADDR, host.host_root / f"etc/docker/certs.d/{ADDR}", True)]
+
+
+def test_apply_with_verify_nodes_false_does_not_probe(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    def never(address: str, directory: Path, with_client: bool) -> ProbeResult:
+        raise AssertionError("probed although spec.verify.nodes is false")
+
+    host.prober = never
+    manifest = write_manifests(tmp_path, verify={"nodes": False})
+    result = run(manifest, host, StubNetwork(OLD))
+    assert result.ready
+    assert "NodesVerified" not in conditions(result)

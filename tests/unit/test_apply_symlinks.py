@@ -30,7 +30,11 @@ def manifest(tmp_path: Path) -> Path:
         "apiVersion": "dtrtrust.io/v1alpha1",
         "kind": "DTRTrust",
         "metadata": {"name": "dtr"},
-        "spec": {"registry": ADDR, "ca": {"pem": ROOT.cert_pem.decode()}, "verify": {"tls": False}},
+        "spec": {
+            "registry": ADDR,
+            "ca": {"pem": ROOT.cert_pem.decode()},
+            "verify": {"tls": False, "nodes": False},
+        },
     }
     path = tmp_path / "trust.yaml"
     path.write_text(yaml.safe_dump(doc))

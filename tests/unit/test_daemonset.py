@@ -17,6 +17,8 @@ ALLOWED_HOST_PATHS = {
     "/etc/containerd/certs.d",
     "/root/.docker/tls",
     "/etc/containerd",  # read-only, for config.toml
+    "/etc/docker",  # read-only, for daemon.json
+    "/etc/containers",  # read-only, for registries.conf(.d)
     "/var/lib/dtrtrust",  # ownership record and remembered policies
 }
 
@@ -62,7 +64,7 @@ def test_mounts_mirror_the_host_layout_under_host(ds: dict[str, Any]) -> None:
         host = paths[mount["name"]]
         assert mount["mountPath"] == "/host" + host
     read_only = {m["mountPath"] for m in container["volumeMounts"] if m.get("readOnly")}
-    assert read_only == {"/host/etc/containerd"}
+    assert read_only == {"/host/etc/containerd", "/host/etc/docker", "/host/etc/containers"}
     assert container["command"][:4] == ["dtrtrust", "agent", "--host-root", "/host"]
 
 

@@ -35,6 +35,7 @@ def manifest(tmp_path: Path, name: str = "dtr", registry: str = ADDR) -> Path:
         "spec": {
             "registry": registry,
             "ca": {"fetch": {"pinnedSHA256": [ROOT.fingerprint]}, "pem": INTER.cert_pem.decode()},
+            "verify": {"nodes": False},  # the node probe is tested in test_apply.py
         },
     }
     path = tmp_path / f"{name}.yaml"

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtrtrust.contract import DEFAULT_NAMESPACE
+from dtrtrust.contract import DEFAULT_NAMESPACE, NOT_READY_TAINT
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,15 @@ class Config:
     # First retry delay after an API error; doubles up to max_backoff_seconds.
     backoff_seconds: float = 1.0
     max_backoff_seconds: float = 60.0
+    # How often the runtimes' config files are stat()ed; a change re-runs the
+    # effective-trust checks at once instead of at the next resync.
+    config_poll_seconds: float = 5.0
+    # The startup taint this agent removes from its Node once every trust selecting the
+    # node is synced, effective (and verified); "" turns it off. Opt-in on the node side:
+    # only nodes registered with the taint have one to remove.
+    startup_taint: str = NOT_READY_TAINT
+    # One probe of the registry (connect, TLS, /basic_info) must finish within this.
+    probe_timeout_seconds: float = 5.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
@@ -39,5 +48,12 @@ class Config:
             backoff_seconds=float(env.get("DTRTRUST_AGENT_BACKOFF_SECONDS", cls.backoff_seconds)),
             max_backoff_seconds=float(
                 env.get("DTRTRUST_AGENT_MAX_BACKOFF_SECONDS", cls.max_backoff_seconds)
+            ),
+            probe_timeout_seconds=float(
+                env.get("DTRTRUST_AGENT_PROBE_TIMEOUT_SECONDS", cls.probe_timeout_seconds)
+            ),
+            startup_taint=env.get("DTRTRUST_AGENT_STARTUP_TAINT", cls.startup_taint),
+            config_poll_seconds=float(
+                env.get("DTRTRUST_AGENT_CONFIG_POLL_SECONDS", cls.config_poll_seconds)
             ),
         )

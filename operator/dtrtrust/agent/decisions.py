@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,8 @@ from dtrtrust.contract import (
     ERROR,
     HASH_ANNOTATION,
     KIND,
+    NODE_PROBE_ANNOTATION,
+    NODE_PROBE_OFF,
     NOT_EFFECTIVE,
     POLICY_ANNOTATION,
     SELECTOR_ANNOTATION,
@@ -41,7 +43,7 @@ from dtrtrust.core import layout
 from dtrtrust.core.addresses import validate_address
 from dtrtrust.core.fingerprints import content_hash
 from dtrtrust.core.pem_text import certificate_text_problem
-from dtrtrust.node import writer
+from dtrtrust.node import effective, writer
 
 
 class BundleError(ValueError):
@@ -62,6 +64,8 @@ class Bundle:
     client: tuple[bytes, bytes] | None
     # uid of the DTRTrust the Secret was published for (its owner reference).
     owner_uid: str | None = None
+    # Seconds between probes of unchanged files; None: the probe is off for this trust.
+    probe_interval: float | None = None
 
     def dirs(self) -> list[layout.DesiredDir]:
         return layout.desired_dirs(self.addresses, self.targets, self.ca, self.client)
@@ -115,6 +119,13 @@ def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
     policy = str(notes.get(POLICY_ANNOTATION) or "Delete")
     if policy not in DELETION_POLICIES:
         raise BundleError(f"{where}: {POLICY_ANNOTATION} must be Delete or Retain")
+    probe = str(notes.get(NODE_PROBE_ANNOTATION) or NODE_PROBE_OFF)
+    try:
+        probe_interval = None if probe == NODE_PROBE_OFF else max(60.0, float(probe))
+    except ValueError:
+        raise BundleError(
+            f"{where}: {NODE_PROBE_ANNOTATION} must be {NODE_PROBE_OFF!r} or seconds"
+        ) from None
     data = secret.get("data") or {}
     try:
         decoded = {k: base64.b64decode(v, validate=True) for k, v in data.items()}
@@ -158,6 +169,7 @@ def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
         policy=policy,
         ca=ca,
         client=(cert, key) if cert and key else None,
+        probe_interval=probe_interval,
     )
 
 
@@ -199,7 +211,9 @@ def decide(
 
     - Secret present and the node selected: sync (unless its DTRTrust is known to be
       gone: then it is removed like a gone trust).
-    - Secret present, node not selected, files owned: remove ("not selected").
+    - Secret present, node not selected, files owned: remove ("not selected") with
+      policy Delete, keep with Retain (Retain means the same for deselection as for
+      deletion, as the CRD says).
     - Secret gone, files owned, and the DTRTrust gone too (or recreated: another uid):
       remove with policy Delete (the default when the policy was never seen), keep with
       Retain.
@@ -226,6 +240,14 @@ def decide(
                     actions.append(gone(trust, bundle.policy, "the trust is gone"))
             elif selects(bundle.selector, labels):
                 actions.append(Action(trust, "sync", bundle=bundle))
+            elif trust in owned_set and bundle.policy == "Retain":
+                actions.append(
+                    Action(
+                        trust,
+                        "retain",
+                        "the node is no longer selected; deletionPolicy Retain keeps files",
+                    )
+                )
             elif trust in owned_set:
                 actions.append(Action(trust, "remove", "the node is no longer selected"))
         elif trust in owned_set:
@@ -256,9 +278,12 @@ def decide(
     return actions
 
 
-def sync_state(bundle: Bundle, result: writer.SyncResult, containerd: str | None) -> TrustReport:
-    """The report for a synced trust from the writer's result; ``containerd`` is
-    :func:`containerd_problem` for this node."""
+def sync_state(
+    bundle: Bundle, result: writer.SyncResult, findings: Sequence[effective.Finding] = ()
+) -> TrustReport:
+    """The report for a synced trust from the writer's result; ``findings`` are
+    :func:`dtrtrust.node.effective.check` for this trust on this node: a blocking one
+    makes it NotEffective, warnings stay in the message of a Synced report."""
     if result.error:
         return TrustReport(bundle.trust, bundle.content_hash, ERROR, result.error)
     conflicts = [d for d in result.dirs if d.action == "conflict"]
@@ -274,6 +299,35 @@ def sync_state(bundle: Bundle, result: writer.SyncResult, containerd: str | None
         return TrustReport(
             bundle.trust, bundle.content_hash, ERROR, f"{first.path}: {first.message}{more}"
         )
-    if "containerd" in bundle.targets and containerd:
-        return TrustReport(bundle.trust, bundle.content_hash, NOT_EFFECTIVE, containerd)
-    return TrustReport(bundle.trust, bundle.content_hash, SYNCED)
+    ok, message = effective.summary(findings)
+    if not ok:
+        return TrustReport(bundle.trust, bundle.content_hash, NOT_EFFECTIVE, message)
+    return TrustReport(bundle.trust, bundle.content_hash, SYNCED, message)
+
+
+def taint_blockers(
+    bundles: Mapping[str, Bundle | BundleError],
+    labels: Mapping[str, str],
+    reports: Mapping[str, TrustReport],
+    *,
+    verified: Mapping[str, bool] | None = None,
+) -> list[str]:
+    """Why the node's startup taint must stay (empty: remove it): every trust that
+    selects the node must be reported Synced (written and effective) with the current
+    content hash, and, where ``verified`` has an entry for it (the probe is on),
+    verified. An unusable bundle Secret might select the node, so it blocks too."""
+    blockers: list[str] = []
+    for trust, bundle in sorted(bundles.items()):
+        if isinstance(bundle, BundleError):
+            blockers.append(f"{trust}: its bundle Secret is unusable")
+            continue
+        if not selects(bundle.selector, labels):
+            continue
+        report = reports.get(trust)
+        if report is None or report.content_hash != bundle.content_hash:
+            blockers.append(f"{trust}: not synced yet")
+        elif report.state != SYNCED:
+            blockers.append(f"{trust}: {report.state}")
+        elif verified is not None and not verified.get(trust, True):
+            blockers.append(f"{trust}: the registry probe has not passed")
+    return blockers

@@ -9,7 +9,17 @@ repair drift, makes the node's files match:
   is synced through :func:`dtrtrust.node.writer.sync_trust`, which writes nothing when
   nothing differs;
 * a trust the node owns files of (the writer's ownership record) but which no
-  longer selects the node is removed;
+  longer selects the node is removed with deletionPolicy ``Delete`` and kept with
+  ``Retain`` (the same meaning as for a deleted trust);
+* a Node the agent cannot see (deleted, not yet created) is unknown, not unlabelled:
+  nothing is written or removed until it is back;
+* after each sync the runtimes' config files are checked
+  (:mod:`dtrtrust.node.effective`); a runtime that would ignore the files makes the
+  trust ``NotEffective``, and a change of those files re-runs the checks at once;
+* with the probe on (``dtrtrust.io/node-probe``), the registry is probed with exactly the
+  files written (:mod:`dtrtrust.node.probe`), once per content hash and probe interval;
+* once every trust selecting the node is synced, effective and verified, the opt-in
+  startup taint ``dtrtrust.io/not-ready`` is removed from the Node;
 * a trust that is gone (its DTRTrust no longer exists, or exists with another uid)
   is removed with deletionPolicy ``Delete`` and kept with ``Retain``. The policy is
   the one of the last Secret seen, remembered in
@@ -42,7 +52,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from dtrtrust import __version__
@@ -54,15 +64,22 @@ from dtrtrust.agent.decisions import (
     decide,
     parse_bundle,
     sync_state,
+    taint_blockers,
     trust_of,
 )
 from dtrtrust.agent.policies import load_policies, save_policies
 from dtrtrust.agent.report import TrustReport, report_body, same_report
-from dtrtrust.contract import ERROR, MANAGED_BY_SELECTOR, REMOVED, RETAINED, SYNCED
+from dtrtrust.contract import (
+    ERROR,
+    MANAGED_BY_SELECTOR,
+    NOT_EFFECTIVE,
+    REMOVED,
+    RETAINED,
+    SYNCED,
+)
 from dtrtrust.core.backoff import exponential, jittered
 from dtrtrust.core.times import now_rfc3339
-from dtrtrust.node import writer
-from dtrtrust.node.containerd import containerd_problem, read_containerd_config
+from dtrtrust.node import effective, probe, writer
 
 if TYPE_CHECKING:
     from dtrtrust.kube.node import NodeApi
@@ -89,6 +106,8 @@ class _View:
     # nothing: only a trust known to be gone does).
     trusts: dict[str, str] | None = None
     node_uid: str | None = None
+    kubelet_version: str | None = None  # status.nodeInfo: tells k3s / RKE2 apart
+    taints: list[dict[str, Any]] | None = None  # spec.taints as last seen (None: no Node)
     secrets_listed: bool = False
     dirty: set[str] = field(default_factory=set)
     all_dirty: bool = True
@@ -114,6 +133,12 @@ class Agent:
         self.report_failures = 0
         self.report_retry_at = 0.0
         self.ready_at: float | None = None
+        # The runtimes' config files as of the last reconcile (path, mtime, size): the
+        # effective-trust checks run again as soon as one of them changes.
+        self.config_signature: tuple[tuple[str, int, int], ...] = ()
+        # trust -> (content hash, probe result, when the next probe is due)
+        self.probes: dict[str, tuple[str, Mapping[str, object], float]] = {}
+        self.taint_kept_for: list[str] = []  # why the startup taint stays (logged on change)
 
     # --- watchers (threads) ----------------------------------------------------------
 
@@ -239,15 +264,31 @@ class Agent:
 
     def _set_node(self, node: Mapping[str, Any] | None) -> None:
         meta = (node or {}).get("metadata") or {}
-        labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+        labels: dict[str, str] | None = {
+            str(k): str(v) for k, v in (meta.get("labels") or {}).items()
+        }
         uid = str(meta["uid"]) if meta.get("uid") else None
+        info = ((node or {}).get("status") or {}).get("nodeInfo") or {}
+        kubelet = str(info.get("kubeletVersion") or "") or None
+        taints = [dict(t) for t in ((node or {}).get("spec") or {}).get("taints") or []]
         if node is None:
-            log.warning("Node %s does not exist; treating it as unlabelled", self.config.node_name)
+            # Unknown is not empty: without the Node its labels are unknown, not absent;
+            # "no labels" would deselect every trust and remove its files.
+            log.warning(
+                "Node %s does not exist (or was deleted); touching no files until it is back",
+                self.config.node_name,
+            )
+            labels = None
         with self.lock:
             changed = labels != self.view.labels or uid != self.view.node_uid
             self.view.labels = labels
             self.view.node_uid = uid
-        if changed:
+            self.view.kubelet_version = kubelet
+            taints_changed = self.view.taints != (taints if node is not None else None)
+            self.view.taints = taints if node is not None else None
+        if taints_changed:
+            self.changed.set()  # the startup taint may be there to remove now
+        if changed and labels is not None:
             log.info("Node %s labels: %d", self.config.node_name, len(labels))
             self._mark(everything=True)
 
@@ -260,6 +301,7 @@ class Agent:
             bundles = dict(self.view.bundles)
             labels = dict(self.view.labels)
             existing = dict(self.view.trusts) if self.view.trusts is not None else None
+            kubelet = self.view.kubelet_version
             dirty = set(self.view.dirty)
             everything = everything or self.view.all_dirty
             self.view.dirty.clear()
@@ -271,14 +313,19 @@ class Agent:
             log.error("%s", exc)
             owned = set()
         self._remember_policies(bundles)
-        containerd = read_containerd_config(host_root)
-        problem = containerd_problem(containerd)
+        files = effective.HostFiles(host_root)
+        self.config_signature = files.signature()
         considered = set(bundles) | owned if everything else dirty
         actions = decide(
             bundles, labels, owned, self.policies, considered, existing, self.file_uids
         )
         for action in actions:
-            self._apply(action, problem, bundles)
+            findings: list[effective.Finding] = []
+            if action.bundle is not None:
+                findings = effective.check(
+                    files, action.bundle.targets, action.bundle.addresses, kubelet_version=kubelet
+                )
+            self._apply(action, findings, bundles)
         # Trusts with nothing to do (gone and not on the node, or not selecting it and
         # owning nothing) leave the report; a "Removed" entry stays for a while first.
         now = self.clock()
@@ -317,7 +364,9 @@ class Agent:
                 return
             self.policies = wanted
 
-    def _apply(self, action: Action, containerd: str | None, bundles: Mapping[str, object]) -> None:
+    def _apply(
+        self, action: Action, findings: list[effective.Finding], bundles: Mapping[str, object]
+    ) -> None:
         host_root = self.config.host_root
         trust = action.trust
         if action.kind == "sync":
@@ -331,7 +380,7 @@ class Agent:
                 log.error("trust %s: %s", trust, exc)
                 return
             result = writer.sync_trust(host_root, trust, dirs)
-            report = sync_state(action.bundle, result, containerd)
+            report = sync_state(action.bundle, result, findings)
             written = [d.path for d in result.dirs if d.action == "written"]
             if written or result.removed:
                 log.info(
@@ -343,6 +392,7 @@ class Agent:
                 )
             else:
                 log.debug("trust %s: %d directories unchanged", trust, len(result.dirs))
+            report = self._with_probe(action.bundle, report)
             if report.state != SYNCED and self.reports.get(trust) != report:
                 log.warning("trust %s: %s: %s", trust, report.state, report.message)
             self.reports[trust] = report
@@ -384,6 +434,94 @@ class Agent:
         if previous != report:
             log.log(level, "trust %s: %s", trust, message)
         self.reports[trust] = report
+
+    def _with_probe(self, bundle: Bundle, report: TrustReport) -> TrustReport:
+        """``report`` with the per-node probe's result: run with exactly the files just
+        written, at most once per content hash and per the trust's probe interval (with
+        jitter, so the nodes of a cluster do not probe in step), and only when the files
+        are in place and the probe is on."""
+        if bundle.probe_interval is None or report.state not in (SYNCED, NOT_EFFECTIVE):
+            self.probes.pop(bundle.trust, None)
+            return report
+        now = self.clock()
+        previous = self.probes.get(bundle.trust)
+        if previous is not None and previous[0] == bundle.content_hash and now < previous[2]:
+            return replace(report, probe=previous[1])
+        first = bundle.dirs()[0]
+        directory = self.config.host_root / str(first.path)
+        result = probe.probe(
+            first.address,
+            directory,
+            with_client=bundle.client is not None,
+            timeout=self.config.probe_timeout_seconds,
+        )
+        if result.ok:
+            log.info("trust %s: probe of %s from this node passed", bundle.trust, first.address)
+        else:
+            log.warning("trust %s: probe: %s: %s", bundle.trust, result.reason, result.message)
+        found = result.to_dict(now_rfc3339())
+        self.probes[bundle.trust] = (
+            bundle.content_hash,
+            found,
+            now + jittered(bundle.probe_interval),
+        )
+        return replace(report, probe=found)
+
+    def verified(self) -> dict[str, bool]:
+        """Per trust with the probe on: whether its last probe passed."""
+        return {trust: "reason" not in found for trust, (_hash, found, _at) in self.probes.items()}
+
+    def untaint(self) -> bool:
+        """Remove the startup taint from this Node once every trust that selects it is
+        synced and effective here (see :func:`taint_blockers`). True when it was removed.
+        The patch is guarded by a ``test`` of the taints last seen, so a concurrent
+        change of the node's taints is never lost: on a conflict the Node is read again
+        and the next loop decides again."""
+        key = self.config.startup_taint
+        from dtrtrust.kube.node import ApiUnavailable, Conflict
+
+        with self.lock:
+            taints = None if self.view.taints is None else list(self.view.taints)
+            labels = None if self.view.labels is None else dict(self.view.labels)
+            bundles = dict(self.view.bundles)
+            listed = self.view.secrets_listed
+        if not key or taints is None or labels is None or not listed:
+            return False
+        if not any(t.get("key") == key for t in taints):
+            return False
+        blockers = taint_blockers(bundles, labels, self.reports, verified=self.verified())
+        if blockers:
+            if blockers != self.taint_kept_for:
+                log.info("keeping the startup taint %s: %s", key, "; ".join(blockers))
+            self.taint_kept_for = blockers
+            return False
+        try:
+            self.api.remove_taint(taints, key)
+        except Conflict as exc:
+            log.info("%s; reading the Node again", exc)
+            try:
+                node, _rv = self.api.list_node()
+                self._set_node(node)
+            except ApiUnavailable as again:
+                log.warning("%s", again)
+            return False
+        except ApiUnavailable as exc:
+            log.warning("%s; will retry", exc)
+            return False
+        log.info("every trust selecting this node is in place: removed the startup taint %s", key)
+        with self.lock:
+            if self.view.taints == taints:
+                self.view.taints = [t for t in taints if t.get("key") != key]
+        self.taint_kept_for = []
+        return True
+
+    def runtime_configs_changed(self) -> bool:
+        """Whether a runtime's config file (daemon.json, config.toml, registries.conf)
+        changed since the last reconcile: the effective-trust checks must run again."""
+        changed = effective.HostFiles(self.config.host_root).signature() != self.config_signature
+        if changed:
+            log.info("a runtime config file changed; checking every trust again")
+        return changed
 
     # --- the report -------------------------------------------------------------------
 
@@ -460,13 +598,15 @@ class Agent:
             wake = next_resync
             if self.report_retry_at:
                 wake = min(wake, self.report_retry_at)
+            wake = min(wake, now + self.config.config_poll_seconds)
             self.changed.wait(timeout=max(0.0, wake - now))
             if self.stopping.is_set():
                 break
             self.changed.clear()
-            resync = self.clock() >= next_resync
+            resync = self.clock() >= next_resync or self.runtime_configs_changed()
             if resync:
                 next_resync = self.clock() + self.config.resync_seconds
+                self.report_loaded = False  # read it again: someone may have deleted it
             self.reconcile(everything=resync)
             with self.lock:
                 ready = self.view.secrets_listed and self.view.labels is not None
@@ -475,6 +615,7 @@ class Agent:
             if self.ready_at is None:
                 self.ready_at = self.clock()
                 log.info("first sync done %.2fs after start", self.ready_at - started)
+            self.untaint()
             if self.report_retry_at and self.clock() < self.report_retry_at and not resync:
                 continue
             if self.publish_report():

@@ -22,14 +22,19 @@ class TrustReport:
     content_hash: str
     state: str
     message: str = ""
+    # The per-node probe with exactly these files (node.probe.ProbeResult.to_dict),
+    # None when the probe is off or has not run for this content.
+    probe: Mapping[str, object] | None = None
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         """Empty fields are left out (as the API server would drop them)."""
-        out = {"name": self.name, "state": self.state}
+        out: dict[str, Any] = {"name": self.name, "state": self.state}
         if self.content_hash:
             out["contentHash"] = self.content_hash
         if self.message:
             out["message"] = self.message[:1024]
+        if self.probe is not None:
+            out["probe"] = dict(self.probe)
         return out
 
 

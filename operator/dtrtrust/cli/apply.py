@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,9 @@ from dtrtrust.core.network import Network
 from dtrtrust.core.pem import parse_certificates
 from dtrtrust.core.reconcile import Previous, reconcile
 from dtrtrust.core.spec import SpecError, check_name, parse_trust
-from dtrtrust.core.status import invalid_spec_status, is_ready, trust_status
-from dtrtrust.node import fs, systemtrust, writer
+from dtrtrust.core.status import invalid_spec_status, is_ready, nodes_verified, trust_status
+from dtrtrust.core.times import rfc3339
+from dtrtrust.node import effective, fs, probe, systemtrust, writer
 
 log = logging.getLogger("dtrtrust.apply")
 
@@ -192,6 +193,13 @@ class HostOptions:
     # The OS store's update command, instead of the store's own (update-ca-certificates,
     # update-ca-trust extract); when set it also runs for a host root other than /.
     system_trust_command: Sequence[str] | None = None
+    # The per-host probe with exactly the files written (spec.verify.nodes): address,
+    # directory, with the client pair -> result. Tests pass their own.
+    prober: Callable[[str, Path, bool], probe.ProbeResult] = field(
+        default=lambda address, directory, with_client: probe.probe(
+            address, directory, with_client=with_client
+        )
+    )
 
     @property
     def state_dir(self) -> Path:
@@ -307,20 +315,29 @@ def _save_state(opts: HostOptions, name: str, state: Mapping[str, Any]) -> None:
 
 
 def _host_nodes(
-    result: writer.SyncResult, host_root: Path = Path("/")
+    result: writer.SyncResult,
+    findings: Sequence[effective.Finding] = (),
+    host_root: Path = Path("/"),
 ) -> tuple[Condition, dict[str, Any]]:
-    """NodesSynced and ``status.nodes`` for this one host, from what the writer did."""
+    """NodesSynced and ``status.nodes`` for this one host, from what the writer did and
+    what the effective-trust checks found (the same checks as the agent's)."""
     counts = {"desired": 1, "synced": 1, "summary": "1/1", "outOfSync": []}
     out_of_sync = {"desired": 1, "synced": 0, "summary": "0/1", "outOfSync": [HOST_NODE]}
     if result.error:
         message = f"host root {host_root}: {result.error}{_host_hint(result.error)}"
         return conditions.failed(conditions.NODES_SYNCED, "NodeErrors", message), out_of_sync
     problems = [d for d in result.dirs if d.action not in ("written", "unchanged")]
+    ok, message = effective.summary(findings)
+    if not problems and not ok:
+        return conditions.failed(conditions.NODES_SYNCED, "NotEffective", message), out_of_sync
     if not problems:
         # No per-run counts here: an apply with nothing changed leaves the status (and
         # apply's state file) exactly as it was. What was written is logged.
         return conditions.ok(
-            conditions.NODES_SYNCED, "Synced", f"{len(result.dirs)} director(ies) in place."
+            conditions.NODES_SYNCED,
+            "Synced",
+            f"{len(result.dirs)} director(ies) in place."
+            + (f" Warning: {message}" if message else ""),
         ), counts
     first = problems[0]
     reason = "Conflict" if first.action == "conflict" else "NodeErrors"
@@ -354,6 +371,7 @@ def apply_trust(
 
     system_status: dict[str, Any] | None = None
     system_record: dict[str, Any] | None = None
+    verified: Condition | None = None
     previous_pem = state.get("bundlePEM")
     previous = Previous.from_status(
         state.get("bundle"), previous_pem.encode() if isinstance(previous_pem, str) else None
@@ -374,7 +392,19 @@ def apply_trust(
         result = writer.sync_trust(opts.host_root, spec.name, dirs)
         for d in result.dirs:
             log.info("%s %s: %s %s", d.target, d.address, d.action, d.message)
-        nodes, counts = _host_nodes(result, opts.host_root)
+        findings = effective.check(
+            effective.HostFiles(opts.host_root), spec.targets, spec.addresses
+        )
+        for finding in findings:
+            log.warning("%s: %s", finding.target, finding.message)
+        nodes, counts = _host_nodes(result, findings, opts.host_root)
+        if spec.verify_nodes and result.ok:
+            first = dirs[0]
+            found = opts.prober(first.address, opts.host_root / str(first.path), client is not None)
+            if not found.ok:
+                log.warning("probe of %s: %s: %s", first.address, found.reason, found.message)
+            count, verified = nodes_verified([HOST_NODE], {HOST_NODE: found.to_dict(rfc3339(now))})
+            counts = {**counts, "verified": count}
         if opts.system_trust and not result.error:
             store = _install_system_trust(opts, spec.name, out.publish[CA_KEY], state)
             system_status = store.to_status()
@@ -390,7 +420,7 @@ def apply_trust(
             "Nothing was written: the files from the last successful apply stay in place.",
         )
         counts = None
-    status = trust_status(spec, out, nodes, counts, previous_status, now=now)
+    status = trust_status(spec, out, nodes, counts, previous_status, now=now, verified=verified)
     if system_status is not None:
         status["systemTrust"] = system_status
 

@@ -17,6 +17,7 @@ from dtrtrust.contract import (
     CA_AVAILABLE,
     CLIENT_CERTIFICATE_VALID,
     NODES_SYNCED,
+    NODES_VERIFIED,
     READY,
     REGISTRY_VERIFIED,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "CLIENT_CERTIFICATE_VALID",
     "FALSE",
     "NODES_SYNCED",
+    "NODES_VERIFIED",
     "ORDER",
     "READY",
     "REGISTRY_VERIFIED",
@@ -49,6 +51,7 @@ ORDER = (
     CLIENT_CERTIFICATE_VALID,
     REGISTRY_VERIFIED,
     NODES_SYNCED,
+    NODES_VERIFIED,
     READY,
 )
 

@@ -82,6 +82,8 @@ class TrustSpec:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     verify_tls: bool = True
     verify_client_auth: bool = True
+    # Each node's agent probes the registry with exactly the files it wrote (NodesVerified).
+    verify_nodes: bool = True
     deletion_policy: str = "Delete"
     generation: int = 0
 
@@ -278,6 +280,7 @@ def parse_spec(name: str, spec: Mapping[str, Any], *, generation: int = 0) -> Tr
         node_selector=dict(selector),
         verify_tls=_bool(verify.get("tls"), "spec.verify.tls", True),
         verify_client_auth=_bool(verify.get("clientAuth"), "spec.verify.clientAuth", True),
+        verify_nodes=_bool(verify.get("nodes"), "spec.verify.nodes", True),
         deletion_policy=policy,
         generation=generation,
     )

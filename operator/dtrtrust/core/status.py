@@ -58,6 +58,47 @@ def nodes_status(
     )
 
 
+def nodes_verified(
+    desired: Sequence[str], probes: Mapping[str, Mapping[str, Any] | None]
+) -> tuple[int, Condition]:
+    """(verified count, NodesVerified) from each desired node's probe of the current
+    content (``probes``: node -> the probe entry of its report, None or absent while it
+    has not probed the current content). A node that cannot reach the registry is
+    reported as Unreachable, never as verified."""
+    verified = [n for n in desired if (probes.get(n) or {}).get("checkedAt")]
+    verified = [n for n in verified if not (probes.get(n) or {}).get("reason")]
+    summary = f"{len(verified)}/{len(desired)}"
+    if len(verified) == len(desired):
+        # A passed probe can still carry a note (no client certificate, and the registry
+        # refuses anonymous requests): the admin should see which case it is.
+        notes = [
+            f"node {n}: {found['message']}"
+            for n in verified
+            if (found := probes.get(n) or {}).get("message")
+        ]
+        return len(verified), conditions.ok(
+            conditions.NODES_VERIFIED,
+            "Verified",
+            f"{summary} node(s) reached the registry with exactly the files they hold."
+            + (f" Note: {notes[0]}." if notes else ""),
+        )
+    failed = [(n, probes.get(n) or {}) for n in desired if (probes.get(n) or {}).get("reason")]
+    if failed:
+        node, found = failed[0]
+        more = f" ({len(failed) - 1} more node(s) fail)" if len(failed) > 1 else ""
+        return len(verified), conditions.failed(
+            conditions.NODES_VERIFIED,
+            str(found.get("reason")),
+            f"{summary} verified; node {node}: {found.get('message') or found.get('reason')}{more}",
+        )
+    waiting = [n for n in desired if n not in verified]
+    return len(verified), conditions.failed(
+        conditions.NODES_VERIFIED,
+        "Progressing",
+        f"{summary} verified; waiting for the probe of " + ", ".join(waiting[:MAX_OUT_OF_SYNC]),
+    )
+
+
 def trust_status(
     spec: TrustSpec,
     outcome: Outcome,
@@ -66,9 +107,13 @@ def trust_status(
     previous_status: Mapping[str, Any],
     *,
     now: dt.datetime,
+    verified: Condition | None = None,
 ) -> dict[str, Any]:
-    """The whole ``status`` to compare with the current one (no patch when equal)."""
+    """The whole ``status`` to compare with the current one (no patch when equal).
+    ``verified`` is NodesVerified (absent when the probe is off)."""
     conds = list(outcome.conditions)
+    if verified is not None:
+        conds.append(verified)
     if nodes is not None:
         conds.append(nodes)
     else:

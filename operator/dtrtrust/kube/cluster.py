@@ -35,6 +35,8 @@ log = logging.getLogger("dtrtrust.kube")
 
 # node -> trust -> (content hash, state, message), from the agents' DTRTrustNode reports.
 NodeReports = dict[str, dict[str, tuple[str, str, str]]]
+# node -> trust -> the report's probe entry (reachable, tlsVerified, ..., contentHash).
+NodeProbes = dict[str, dict[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -196,9 +198,14 @@ class Kube:
             raise _api_error(exc, "listing Nodes") from None
         return sorted(n.metadata.name for n in nodes.items)
 
-    @_transport_errors
     def node_reports(self) -> NodeReports:
         """Every agent's report: node -> trust -> (content hash, state, message)."""
+        return self.node_reports_and_probes()[0]
+
+    @_transport_errors
+    def node_reports_and_probes(self) -> tuple[NodeReports, NodeProbes]:
+        """Every agent's report (as :meth:`node_reports`) and, from the same list,
+        node -> trust -> the probe entry of that trust (only where one was reported)."""
         try:
             result = self.custom.list_namespaced_custom_object(
                 API_GROUP, VERSION, self.namespace, NODE_REPORT_PLURAL
@@ -206,6 +213,7 @@ class Kube:
         except ApiException as exc:
             raise _api_error(exc, f"listing DTRTrustNodes in {self.namespace}") from None
         reports: NodeReports = {}
+        probes: NodeProbes = {}
         for item in result.get("items") or []:
             status = item.get("status") or {}
             node = str(status.get("nodeName") or (item.get("metadata") or {}).get("name"))
@@ -218,7 +226,12 @@ class Kube:
                 for t in status.get("trusts") or []
                 if t.get("name")
             }
-        return reports
+            probes[node] = {
+                str(t["name"]): {**t["probe"], "contentHash": str(t.get("contentHash") or "")}
+                for t in status.get("trusts") or []
+                if t.get("name") and isinstance(t.get("probe"), dict)
+            }
+        return reports, probes
 
     # --- the agent DaemonSet ----------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 The agent runs on every node, so it stays small: no ``kubernetes`` client, no kopf.
 This module only moves JSON: list and watch the bundle Secrets, the DTRTrusts (whether
-each exists, read-only) and the agent's own Node, and read/write its DTRTrustNode
-report. What the agent does with them is in :mod:`dtrtrust.agent`.
+each exists, read-only) and the agent's own Node, read/write its DTRTrustNode report,
+and remove the Node's startup taint (a JSON patch guarded by a ``test`` op). What the
+agent does with them is in :mod:`dtrtrust.agent`.
 
 Watches are resourceVersion based: list once, then watch from the list's version;
 a ``410 Gone`` (the version is too old) raises :class:`Gone` and the caller lists
@@ -231,6 +232,30 @@ class NodeApi:
             params={"fieldSelector": f"metadata.name={self.node_name}"},
             resource_version=resource_version,
         )
+
+    def remove_taint(self, taints: list[dict[str, Any]], key: str) -> None:
+        """Remove every taint with ``key`` from this Node with a JSON patch whose first op
+        tests that ``spec.taints`` is still exactly ``taints`` (what the agent last saw):
+        a concurrent change of the node's taints (another controller adding or removing
+        one) fails the patch with Conflict instead of being overwritten; the caller reads
+        the Node again and retries."""
+        what = f"removing taint {key} from Node {self.node_name}"
+        keep = [t for t in taints if t.get("key") != key]
+        ops: list[dict[str, Any]] = [{"op": "test", "path": "/spec/taints", "value": taints}]
+        if keep:
+            ops.append({"op": "replace", "path": "/spec/taints", "value": keep})
+        else:
+            ops.append({"op": "remove", "path": "/spec/taints"})
+        resp = self._call(
+            "patch",
+            what,
+            url=f"nodes/{self.node_name}",
+            data=json.dumps(ops),
+            headers={"Content-Type": "application/json-patch+json"},
+        )
+        if resp.status_code == 422:  # the test op failed: the taints changed meanwhile
+            raise Conflict(f"{what}: the node's taints changed meanwhile")
+        self._json(resp, what)
 
     # --- the DTRTrustNode report ----------------------------------------------------
 

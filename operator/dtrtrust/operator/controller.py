@@ -35,7 +35,13 @@ from dtrtrust.core.conditions import Condition
 from dtrtrust.core.network import FetchedCA, Network, VerifyResult
 from dtrtrust.core.reconcile import Previous, reconcile, summarize
 from dtrtrust.core.spec import SpecError, TrustSpec, parse_trust
-from dtrtrust.core.status import invalid_spec_status, is_ready, nodes_status, trust_status
+from dtrtrust.core.status import (
+    invalid_spec_status,
+    is_ready,
+    nodes_status,
+    nodes_verified,
+    trust_status,
+)
 from dtrtrust.kube.cluster import ApiUnavailable, Kube, NodeReports
 from dtrtrust.net.live import LiveNetwork
 from dtrtrust.operator import daemonset, metrics, objects
@@ -237,8 +243,10 @@ class Controller:
                 )
             published_hash = outcome.content_hash
 
-        nodes_cond, node_counts = self._nodes(spec, published_hash)
-        status = trust_status(spec, outcome, nodes_cond, node_counts, previous_status, now=now)
+        nodes_cond, node_counts, verified = self._nodes(spec, published_hash)
+        status = trust_status(
+            spec, outcome, nodes_cond, node_counts, previous_status, now=now, verified=verified
+        )
         self._publish_status(body, previous_status, status, now)
         metrics.observe_trust(name, status, outcome)
 
@@ -254,15 +262,23 @@ class Controller:
 
     def _nodes(
         self, spec: TrustSpec, published_hash: str | None
-    ) -> tuple[Condition | None, dict[str, Any] | None]:
+    ) -> tuple[Condition | None, dict[str, Any] | None, Condition | None]:
         if published_hash is None:
-            return None, None
+            return None, None, None
         desired = self.kube.node_names(spec.node_selector)
-        synced, problems = node_progress(
-            desired, self.kube.node_reports(), spec.name, published_hash
-        )
+        reports, probes = self.kube.node_reports_and_probes()
+        synced, problems = node_progress(desired, reports, spec.name, published_hash)
         counts, cond = nodes_status(desired, synced, problems)
-        return cond, counts
+        if not spec.verify_nodes:
+            return cond, counts, None
+        current = {
+            node: found
+            for node in desired
+            if (found := probes.get(node, {}).get(spec.name))
+            and found.get("contentHash") == published_hash
+        }
+        count, verified = nodes_verified(desired, current)
+        return cond, {**counts, "verified": count}, verified
 
     def ensure_daemonset(self) -> None:
         """Keep the one agent DaemonSet in place (create, or replace on drift)."""

@@ -19,6 +19,8 @@ from dtrtrust.contract import (
     KIND,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
+    NODE_PROBE_ANNOTATION,
+    NODE_PROBE_OFF,
     POLICY_ANNOTATION,
     SELECTOR_ANNOTATION,
     TARGETS_ANNOTATION,
@@ -49,6 +51,11 @@ def bundle_secret(
                 TARGETS_ANNOTATION: ",".join(spec.targets),
                 SELECTOR_ANNOTATION: json.dumps(dict(spec.node_selector), sort_keys=True),
                 POLICY_ANNOTATION: spec.deletion_policy,
+                NODE_PROBE_ANNOTATION: (
+                    str(int(spec.refresh_interval.total_seconds()))
+                    if spec.verify_nodes
+                    else NODE_PROBE_OFF
+                ),
             },
             "ownerReferences": [
                 {
