@@ -8,11 +8,13 @@ STAMP  := $(VENV)/.installed
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help demo test unit e2e integration lint system-deps kube-binaries kube-up kube-down bench clean
+.PHONY: help demo demo-cluster test unit e2e integration node lint system-deps node-deps kube-binaries \
+	node-images kube-up kube-down bench clean
 
 help:
 	@echo "make demo   - run the whole flow locally: a DTR-like registry, dtrtrust apply, a real pull"
 	@echo "make test   - install what the tests need, then run lint and every test"
+	@echo "make demo-cluster - the same on a real single-node cluster: kubectl apply -k deploy/, a pod pulled"
 	@echo "make unit   - only the fast unit tests"
 	@echo "make lint   - ruff, mypy and the import contracts"
 	@echo "make bench  - the benchmarks (numbers go to docs/BENCHMARKS.md)"
@@ -35,13 +37,22 @@ $(STAMP): pyproject.toml
 system-deps:
 	bash hack/install-system-deps.sh
 
-# kube-apiserver + kube-controller-manager built from Debian's source package, cached.
+# ... and what the real-node tier needs on top (runc, CNI plugins, iptables, mmdebstrap, buildah).
+node-deps:
+	bash hack/install-system-deps.sh --node
+
+# kube-apiserver, -controller-manager, -scheduler, kubelet, kube-proxy from Debian's source, cached.
 kube-binaries:
 	bash hack/kube/build.sh
 
-# A test cluster to poke at by hand (the tests start their own).
-kube-up: $(STAMP) kube-binaries
-	$(PY) hack/kube/cluster.py start --crds
+# The real-node tier's images (hack/image/): a Debian stand-in for the Python base, the
+# project's Dockerfile built on it with buildah, the pause and workload images. Cached.
+node-images: $(STAMP) node-deps
+	$(PY) hack/image/nodeimages.py >/dev/null
+
+# A single-node cluster to poke at by hand (the tests start their own).
+kube-up: $(STAMP) node-deps kube-binaries node-images
+	$(PY) hack/kube/cluster.py start
 
 kube-down: $(STAMP)
 	$(PY) hack/kube/cluster.py stop
@@ -55,8 +66,10 @@ lint: $(STAMP)
 	for d in tests/unit tests/e2e tests/deploy tests/integration; do \
 		MYPYPATH=operator:tests:$$d $(VENV)/bin/mypy --strict --explicit-package-bases $$d || exit 1; \
 	done
-	MYPYPATH=operator:tests:tests/integration $(VENV)/bin/mypy --strict \
-		tests/*.py bench/*.py hack/kube/cluster.py
+	MYPYPATH=operator:tests:tests/integration:hack/image:tests/cluster $(VENV)/bin/mypy --strict \
+		--explicit-package-bases tests/cluster
+	MYPYPATH=operator:tests:tests/integration:tests/cluster:hack/image $(VENV)/bin/mypy --strict \
+		tests/*.py bench/*.py hack/kube/cluster.py hack/image/nodeimages.py
 	cd operator && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
 
 unit: $(STAMP)
@@ -68,17 +81,24 @@ e2e: $(STAMP) system-deps
 integration: $(STAMP) kube-binaries
 	DTRTRUST_STRICT=1 $(PY) -m pytest tests/integration
 
+# The real-node tier (root): kubectl apply -k deploy/ on a kubelet + containerd node.
+node: $(STAMP) node-deps kube-binaries node-images
+	DTRTRUST_STRICT=1 $(PY) -m pytest tests/cluster
+
 # The README's test command, and what CI runs: installs everything, then every test.
 # DTRTRUST_STRICT=1 turns a missing test server into a failure instead of a skip.
-test: $(STAMP) $(CHECKOV) system-deps kube-binaries lint
+test: $(STAMP) $(CHECKOV) system-deps node-deps kube-binaries node-images lint
 	DTRTRUST_STRICT=1 $(PY) -m pytest tests
 
 demo: $(STAMP) system-deps
 	bash hack/demo.sh
+
+demo-cluster: $(STAMP) node-deps kube-binaries node-images
+	bash hack/demo-cluster.sh
 
 bench: $(STAMP) kube-binaries
 	$(PY) bench/core.py
 	$(PY) bench/agent_latency.py --changes 300
 
 clean:
-	rm -rf $(VENV) _demo .work
+	rm -rf $(VENV) _demo _demo-cluster .work

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the DTR-like test registry and the real clients need:
 #   docker-registry (distribution), nginx, skopeo, openssl, containerd (ctr), curl, docker.io.
+# With --node, also what the real-node tier (tests/cluster, `make demo-cluster`) needs:
+#   runc and the bridge CNI plugins for containerd's CRI, iptables and conntrack for
+#   kube-proxy, mmdebstrap and buildah for the images (hack/image/), gcc and libc6-dev
+#   for the static pause binary.
 #
 # Idempotent: does nothing when every package is already installed, runs `apt-get update` only
 # when something is missing. The distribution's services are never started: while installing, a
@@ -12,6 +16,13 @@ set -euo pipefail
 # prometheus: only for promtool, which tests the alerting rules in deploy/monitoring.
 # docker.io: dockerd for the real-daemon test of the insecure-registry rule (tests/e2e).
 PACKAGES=(docker-registry nginx skopeo openssl containerd curl prometheus docker.io)
+NODE_PACKAGES=(runc containernetworking-plugins iptables conntrack iproute2 mmdebstrap buildah gcc libc6-dev)
+if [[ "${1:-}" == "--node" ]]; then
+    PACKAGES+=("${NODE_PACKAGES[@]}")
+elif [[ -n "${1:-}" ]]; then
+    echo "usage: $0 [--node]" >&2
+    exit 2
+fi
 POLICY=/usr/sbin/policy-rc.d
 
 missing=()

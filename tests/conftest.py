@@ -19,19 +19,7 @@ import pytest
 import dtrstack
 from dtrstack import Stack, Tool
 from operatorproc import OperatorProcess, free_port, wait_listening
-
-STRICT = os.environ.get("DTRTRUST_STRICT") == "1"
-
-
-def require_binaries(*names: str) -> None:
-    """Skip (or, with DTRTRUST_STRICT=1, fail) the test when one of ``names`` is not installed."""
-    missing = dtrstack.missing_binaries(names)
-    if not missing:
-        return
-    reason = f"missing {', '.join(missing)}: run `make system-deps` (hack/install-system-deps.sh)"
-    if STRICT:
-        pytest.fail(f"{reason}; DTRTRUST_STRICT=1 makes this a failure, not a skip", pytrace=False)
-    pytest.skip(reason)
+from strictmode import require_binaries
 
 
 def _tool(name: str) -> Tool:

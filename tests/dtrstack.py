@@ -1,6 +1,8 @@
 """A DTR-like registry from real parts, for the end-to-end tests and `make demo`.
 
-What runs, all on 127.0.0.1, on free ports, started and stopped by PID:
+What runs, all on 127.0.0.1 (nginx on another local address with ``host=``, e.g. the
+node tier's bridge, so that pods and the node's containerd reach it), on free ports,
+started and stopped by PID:
 
 * docker-registry (distribution) on plain HTTP, its own config and storage under the workdir;
 * nginx in front of it with TLS, `ssl_verify_client optional` against a client CA, like DTR:
@@ -18,8 +20,8 @@ the server's acceptable-CA list, so for them it is the 403 of an anonymous clien
 
 The PKI is generated per run with `cryptography` (P-256 keys, so it takes milliseconds):
 root CA -> intermediate CA (pathlen 0) -> server certificate (SANs 127.0.0.1, localhost,
-registry.test; EKU serverAuth); client CA -> node client certificate (CN node-1, EKU clientAuth);
-rogue CA -> rogue client certificate (also CN node-1, EKU clientAuth).
+registry.test, and ``host``; EKU serverAuth); client CA -> node client certificate (CN node-1,
+EKU clientAuth); rogue CA -> rogue client certificate (also CN node-1, EKU clientAuth).
 
 A small image (``dtrtrust/hello:1.0``, one layer with one file) is built as an OCI layout here and
 pushed with ``skopeo copy`` through nginx with the client certificate.
@@ -227,6 +229,15 @@ class Stack:
             rogue_key=Path(data["rogue_key"]),
         )
 
+    def push(self, layout: Path, repository: str, tag: str = IMAGE_TAG) -> str:
+        """Push image ``tag`` of an OCI layout as ``repository:tag`` through nginx with the
+        client certificate; returns the image reference."""
+        ref = f"{self.address}/{repository}:{tag}"
+        push_layout(
+            self.workdir, self.ca_bundle, self.client_cert, self.client_key, layout, ref, tag
+        )
+        return ref
+
     def stop(self) -> None:
         """Stop every process of the stack by PID (SIGTERM, then SIGKILL after 5 s)."""
         own = {proc.pid: proc for proc in self._procs}
@@ -313,7 +324,7 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> Path:
     return path
 
 
-def _make_pki(pki: Path, now: dt.datetime) -> dict[str, Any]:
+def _make_pki(pki: Path, now: dt.datetime, host: str = "127.0.0.1") -> dict[str, Any]:
     """A fresh PKI per run (new keys, valid around the wall clock, since nginx and the
     clients check validity against the real time), built with the tests' certfactory."""
     org = "dtrtrust test stack"
@@ -353,8 +364,9 @@ def _make_pki(pki: Path, now: dt.datetime) -> dict[str, Any]:
 
     root = ca("dtrtrust test root CA", path_length=1)
     inter = ca("dtrtrust test intermediate CA", root)
+    ip_sans = ["127.0.0.1"] if host == "127.0.0.1" else ["127.0.0.1", host]
     server = leaf(
-        SERVER_NAME, inter, "serverAuth", sans=["localhost", SERVER_NAME], ip_sans=["127.0.0.1"]
+        SERVER_NAME, inter, "serverAuth", sans=["localhost", SERVER_NAME], ip_sans=ip_sans
     )
     client_ca = ca("dtrtrust test client CA")
     client = leaf(CLIENT_CN, client_ca, "clientAuth")
@@ -387,23 +399,44 @@ def _blob(layout: Path, data: bytes) -> tuple[str, int]:
     return digest, len(data)
 
 
-def build_oci_layout(layout: Path, tag: str = IMAGE_TAG) -> Path:
-    """Write a one-layer OCI image layout (deterministic bytes) and return its directory."""
+@dataclass(frozen=True)
+class ImageFile:
+    """One regular file of a one-layer image."""
+
+    name: str
+    content: bytes
+    mode: int = 0o644
+
+
+def build_oci_layout(
+    layout: Path,
+    tag: str = IMAGE_TAG,
+    *,
+    files: Sequence[ImageFile] = (ImageFile(IMAGE_FILE_NAME, IMAGE_FILE_CONTENT),),
+    entrypoint: Sequence[str] = (),
+    annotations: dict[str, str] | None = None,
+) -> Path:
+    """Write a one-layer OCI image layout (deterministic bytes) and return its directory.
+
+    By default the test image: ``hello.txt`` alone, no entrypoint. ``files``, ``entrypoint``
+    and index ``annotations`` make other small images (the node tier's pause and workload
+    images, hack/image/nodeimages.py)."""
     tar_buf = io.BytesIO()
     with tarfile.open(fileobj=tar_buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(IMAGE_FILE_NAME)
-        info.size = len(IMAGE_FILE_CONTENT)
-        info.mode = 0o644
-        info.mtime = 0
-        tar.addfile(info, io.BytesIO(IMAGE_FILE_CONTENT))
+        for item in files:
+            info = tarfile.TarInfo(item.name)
+            info.size = len(item.content)
+            info.mode = item.mode
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(item.content))
     layer_tar = tar_buf.getvalue()
     layer_gz = gzip.compress(layer_tar, mtime=0)
 
     layer_digest, layer_size = _blob(layout, layer_gz)
-    config = {
+    config: dict[str, Any] = {
         "architecture": "amd64",
         "os": "linux",
-        "config": {},
+        "config": {"Entrypoint": list(entrypoint)} if entrypoint else {},
         "rootfs": {
             "type": "layers",
             "diff_ids": ["sha256:" + hashlib.sha256(layer_tar).hexdigest()],
@@ -434,7 +467,8 @@ def build_oci_layout(layout: Path, tag: str = IMAGE_TAG) -> Path:
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "digest": manifest_digest,
                 "size": manifest_size,
-                "annotations": {"org.opencontainers.image.ref.name": tag},
+                "platform": {"architecture": "amd64", "os": "linux"},
+                "annotations": {"org.opencontainers.image.ref.name": tag, **(annotations or {})},
             }
         ],
     }
@@ -481,12 +515,14 @@ def _basic_info(authn: str, name: str) -> str:
     return "'" + body.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _nginx_server(port: int, chain: Path, pki: dict[str, Any], registry_port: int) -> str:
+def _nginx_server(
+    host: str, port: int, chain: Path, pki: dict[str, Any], registry_port: int
+) -> str:
     ok = _basic_info("TLSClientCertificate", "$client_cn")
     anonymous = _basic_info("none", "")
     return f"""
     server {{
-        listen 127.0.0.1:{port} ssl;
+        listen {host}:{port} ssl;
         server_name _;
         ssl_certificate {chain};
         ssl_certificate_key {pki["server_key"]};
@@ -527,10 +563,15 @@ def _nginx_server(port: int, chain: Path, pki: dict[str, Any], registry_port: in
 
 
 def _nginx_config(
-    root: Path, pki: dict[str, Any], port: int, leaf_only_port: int, registry_port: int
+    root: Path,
+    pki: dict[str, Any],
+    port: int,
+    leaf_only_port: int,
+    registry_port: int,
+    host: str = "127.0.0.1",
 ) -> str:
     # As root the workers would otherwise drop to "nobody", who may not traverse a 0700 workdir
-    # (pytest's tmp dirs are); the test bed listens on 127.0.0.1 only.
+    # (pytest's tmp dirs are); the test bed listens on 127.0.0.1 (or the harness's own bridge).
     user = "user root root;" if os.geteuid() == 0 else ""
     temp = "\n".join(
         f"    {kind}_temp_path {root / 'tmp' / kind};"
@@ -551,8 +592,8 @@ http {{
         "~(^|,)CN=(?<cn>[^,]+)" $cn;
         default "";
     }}
-{_nginx_server(port, pki["server_chain"], pki, registry_port)}
-{_nginx_server(leaf_only_port, pki["server_cert"], pki, registry_port)}
+{_nginx_server(host, port, pki["server_chain"], pki, registry_port)}
+{_nginx_server(host, leaf_only_port, pki["server_cert"], pki, registry_port)}
 }}
 """
 
@@ -560,25 +601,27 @@ http {{
 # --------------------------------------------------------------------------- start
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], name: str, log: Path) -> None:
-    """Wait until ``proc`` itself listens on 127.0.0.1:``port`` (not some other process)."""
+def _wait_listening(
+    port: int, proc: subprocess.Popen[bytes], name: str, log: Path, host: str = "127.0.0.1"
+) -> None:
+    """Wait until ``proc`` itself listens on ``host``:``port`` (not some other process)."""
     deadline = time.monotonic() + _READY_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None or "address already in use" in _tail(log).lower():
             tail = _tail(log)
             error = _PortTaken if "address already in use" in tail.lower() else StackError
             raise error(f"{name} did not start ({tail}); see {log}")
-        if _listens(proc.pid, port):
+        if _listens(proc.pid, port, host):
             return
         time.sleep(0.01)
     raise StackError(
-        f"{name} did not listen on 127.0.0.1:{port} within {_READY_TIMEOUT:.0f} s; see {log}"
+        f"{name} did not listen on {host}:{port} within {_READY_TIMEOUT:.0f} s; see {log}"
     )
 
 
-def _listens(pid: int, port: int) -> bool:
-    """True when a socket of ``pid`` listens on 127.0.0.1:``port`` (Linux /proc)."""
-    wanted = f"0100007F:{port:04X}"
+def _listens(pid: int, port: int, host: str = "127.0.0.1") -> bool:
+    """True when a socket of ``pid`` listens on ``host``:``port`` (IPv4, Linux /proc)."""
+    wanted = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
     inodes = set()
     try:
         for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
@@ -614,10 +657,31 @@ def _spawn(argv: list[str], log: Path, detach: bool) -> subprocess.Popen[bytes]:
 
 def _push_image(workdir: Path, pki: dict[str, Any], address: str) -> None:
     layout = build_oci_layout(workdir / "image" / "oci")
+    push_layout(
+        workdir,
+        Path(pki["ca_bundle"]),
+        Path(pki["client_cert"]),
+        Path(pki["client_key"]),
+        layout,
+        f"{address}/{IMAGE_REPOSITORY}:{IMAGE_TAG}",
+    )
+
+
+def push_layout(
+    workdir: Path,
+    ca_bundle: Path,
+    client_cert: Path,
+    client_key: Path,
+    layout: Path,
+    destination: str,
+    tag: str = IMAGE_TAG,
+) -> None:
+    """``skopeo copy`` the image ``tag`` of an OCI layout to ``destination``
+    (``host:port/repository:tag``) with the stack's client certificate."""
     certs = workdir / "image" / "push-certs"
-    _write(certs / "ca.crt", Path(pki["ca_bundle"]).read_bytes())
-    _write(certs / "client.cert", Path(pki["client_cert"]).read_bytes())
-    _write(certs / "client.key", Path(pki["client_key"]).read_bytes(), 0o600)
+    _write(certs / "ca.crt", ca_bundle.read_bytes())
+    _write(certs / "client.cert", client_cert.read_bytes())
+    _write(certs / "client.key", client_key.read_bytes(), 0o600)
     policy = _write(
         workdir / "image" / "policy.json",
         b'{"default":[{"type":"insecureAcceptAnything"}]}',
@@ -631,8 +695,8 @@ def _push_image(workdir: Path, pki: dict[str, Any], address: str) -> None:
         "--quiet",
         "--dest-cert-dir",
         str(certs),
-        f"oci:{layout}:{IMAGE_TAG}",
-        f"docker://{address}/{IMAGE_REPOSITORY}:{IMAGE_TAG}",
+        f"oci:{layout}:{tag}",
+        f"docker://{destination}",
     ]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     if result.returncode != 0:
@@ -640,11 +704,14 @@ def _push_image(workdir: Path, pki: dict[str, Any], address: str) -> None:
         raise StackError(f"pushing the test image with skopeo failed: {msg}")
 
 
-def start(workdir: Path, *, detach: bool = False) -> Stack:
+def start(workdir: Path, *, detach: bool = False, host: str = "127.0.0.1") -> Stack:
     """Generate the PKI, start registry and nginx, push the test image; return the Stack.
 
     ``detach`` puts the processes in their own session so they outlive this Python process
     (used by the command line for the demo); stop them with ``Stack.stop()`` either way.
+    ``host`` is the local address nginx listens on (and the server certificate names): the
+    default 127.0.0.1, or an address of a bridge the caller created (the node tier's), so
+    that pods and a node's containerd reach it. docker-registry stays on 127.0.0.1.
     """
     missing = missing_binaries()
     if missing:
@@ -653,16 +720,16 @@ def start(workdir: Path, *, detach: bool = False) -> Stack:
         )
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    pki = _make_pki(workdir / "pki", dt.datetime.now(dt.UTC))
+    pki = _make_pki(workdir / "pki", dt.datetime.now(dt.UTC), host)
     for attempt in range(1, _START_ATTEMPTS + 1):
         try:
-            stack = _launch(workdir, pki, detach)
+            stack = _launch(workdir, pki, detach, host)
             break
         except _PortTaken:
             # Another process took a port between _free_ports() and the bind: new ports.
             if attempt == _START_ATTEMPTS:
                 raise StackError(
-                    f"no free ports on 127.0.0.1 after {attempt} attempts; see {workdir}"
+                    f"no free ports on {host} after {attempt} attempts; see {workdir}"
                 ) from None
     _write(workdir / STATE_FILE, json.dumps(stack.to_json(), indent=2).encode() + b"\n")
     return stack
@@ -675,7 +742,7 @@ class _PortTaken(StackError):
     pass
 
 
-def _launch(workdir: Path, pki: dict[str, Any], detach: bool) -> Stack:
+def _launch(workdir: Path, pki: dict[str, Any], detach: bool, host: str) -> Stack:
     port, leaf_only_port, registry_port = _free_ports(3)
     reg_dir = workdir / "registry"
     (reg_dir / "data").mkdir(parents=True, exist_ok=True)
@@ -687,7 +754,7 @@ def _launch(workdir: Path, pki: dict[str, Any], detach: bool) -> Stack:
         (ngx_dir / "tmp" / kind).mkdir(parents=True, exist_ok=True)
     ngx_conf = _write(
         ngx_dir / "nginx.conf",
-        _nginx_config(ngx_dir, pki, port, leaf_only_port, registry_port).encode(),
+        _nginx_config(ngx_dir, pki, port, leaf_only_port, registry_port, host).encode(),
     )
 
     reg_log = reg_dir / "registry.log"
@@ -720,14 +787,15 @@ def _launch(workdir: Path, pki: dict[str, Any], detach: bool) -> Stack:
         procs.append(nginx)
         pids["nginx"] = nginx.pid
         _wait_listening(registry_port, registry, "docker-registry", reg_log)
-        _wait_listening(port, nginx, "nginx", ngx_log)
-        _wait_listening(leaf_only_port, nginx, "nginx", ngx_log)
+        _wait_listening(port, nginx, "nginx", ngx_log, host)
+        _wait_listening(leaf_only_port, nginx, "nginx", ngx_log, host)
         stack = Stack(
             workdir=workdir,
             port=port,
             leaf_only_port=leaf_only_port,
             registry_port=registry_port,
             pids=pids,
+            host=host,
             _procs=tuple(procs),
             **{k: v for k, v in pki.items() if k not in ("server_chain", "server_key")},
         )
@@ -761,11 +829,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A DTR-like registry for tests and the demo.")
     parser.add_argument("action", choices=["start", "stop"])
     parser.add_argument("--dir", type=Path, required=True, help="work directory of the stack")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="local address nginx listens on (default 127.0.0.1; the node tier's bridge address)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.action == "start":
             began = time.monotonic()
-            stack = start(args.dir, detach=True)
+            stack = start(args.dir, detach=True, host=args.host)
             elapsed = time.monotonic() - began
             print(json.dumps(stack.to_json() | {"start_seconds": round(elapsed, 3)}, indent=2))
         else:

@@ -128,6 +128,7 @@ def _dockerignore_allows(relative: str) -> bool:
         ("operator/dtrtrust/__pycache__/cli.cpython-311.pyc", False),
         ("operator/dtrtrust/kube/__pycache__/node.cpython-311.pyc", False),
         ("operator/dtrtrust.egg-info/PKG-INFO", False),
+        ("operator/.import_linter_cache/dtrtrust.meta.json", False),
         (".git/config", False),
         (".venv/bin/python", False),
         ("tests/certfactory.py", False),

@@ -24,6 +24,8 @@ from deployhelpers import (
     project_version,
 )
 
+from dtrtrust.contract import NOT_READY_TAINT
+
 BASE_IMAGE = f"ghcr.io/dtrtrust/dtrtrust:{project_version()}"
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
 # Events about a cluster-scoped object must be in "default" (API server validation): the
@@ -127,6 +129,15 @@ def test_operator_deployment_is_one_replica_recreated_on_upgrade(rendered: list[
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "dtrtrust-operator"
     assert pod["automountServiceAccountToken"] is True
+
+
+def test_operator_tolerates_the_startup_taint_its_agents_remove(rendered: list[Doc]) -> None:
+    """Nodes registered with the startup taint wait for their agent, which waits for the
+    operator: an operator that cannot schedule on tainted nodes would deadlock the cluster."""
+    pod = find(rendered, "Deployment", "dtrtrust-operator")["spec"]["template"]["spec"]
+    assert {"key": NOT_READY_TAINT, "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
 
 
 def test_operator_pod_meets_the_restricted_pod_security_standard(rendered: list[Doc]) -> None:

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from certfactory import make_ca, make_leaf
-from conftest import STRICT, require_binaries
+from strictmode import STRICT, require_binaries
 from tlsserver import Response, TLSServer, valid_now
 
 REPO, TAG = "dtrtrust/demo", "1"

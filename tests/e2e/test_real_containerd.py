@@ -26,7 +26,7 @@ import pytest
 from helpers import run_dtrtrust
 from miniregistry import REPO, TAG, conditions, root_or_skip, trust_manifests, wait
 
-from conftest import require_binaries
+from strictmode import require_binaries
 from tlsserver import TLSServer
 
 pytestmark = [pytest.mark.registry, pytest.mark.slow]

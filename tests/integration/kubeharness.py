@@ -22,6 +22,7 @@ import base64
 import contextlib
 import ctypes
 import datetime as dt
+import ipaddress
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -204,10 +206,12 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def make_pki(directory: Path) -> Pki:
-    """A CA, the apiserver's serving cert (127.0.0.1, ::1, localhost), client certs for the
-    admin (O=system:masters) and the controller-manager, and the ServiceAccount signing key.
-    Fresh keys, valid from an hour ago for a week: long enough for any test run."""
+def make_pki(directory: Path, *, serving_ips: Sequence[str] = ("10.0.0.1",)) -> Pki:
+    """A CA, the apiserver's serving cert (127.0.0.1, ::1, localhost, ``serving_ips``: the
+    ``kubernetes`` Service's ClusterIP, and the address it listens on when that is not
+    loopback), client certs for the admin (O=system:masters) and the controller-manager,
+    and the ServiceAccount signing key. Fresh keys, valid from an hour ago for a week: long
+    enough for any test run."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
     now = dt.datetime.now(dt.UTC)
@@ -247,7 +251,7 @@ def make_pki(directory: Path) -> Pki:
         None,
         "serverAuth",
         sans=["localhost", "kubernetes", "kubernetes.default.svc"],
-        ip_sans=["127.0.0.1", "::1", "10.0.0.1"],
+        ip_sans=["127.0.0.1", "::1", *serving_ips],
     )
     admin = leaf("dtrtrust-test-admin", "system:masters", "clientAuth")
     # system:masters as well: the GC must list and delete every kind, CRs included.
@@ -269,6 +273,31 @@ def make_pki(directory: Path) -> Pki:
         ),
     )
     return pki
+
+
+def issue_client_cert(pki: Pki, stem: str, cn: str, org: str | None) -> tuple[Path, Path]:
+    """Another client certificate from the cluster CA (``stem``.crt / ``stem``.key in the PKI
+    directory): a kubelet's ``system:node:<name>``, kube-proxy's, the scheduler's."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_crt.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise HarnessError(f"unexpected CA key type in {pki.ca_key}")
+    ca = certfactory.Issued(name="dtrtrust-test-cluster-ca", cert=ca_cert, key=ca_key, parent=None)
+    now = dt.datetime.now(dt.UTC)
+    issued = certfactory.make_leaf(
+        cn,
+        ca,
+        sans=[],
+        eku=["clientAuth"],
+        key=ec.generate_private_key(ec.SECP256R1()),
+        organization=org,
+        not_before=now - dt.timedelta(hours=1),
+        not_after=now + dt.timedelta(days=7),
+    )
+    crt, key = pki.dir / f"{stem}.crt", pki.dir / f"{stem}.key"
+    _write(crt, issued.cert_pem)
+    _write(key, issued.key_pem, 0o600)
+    return crt, key
 
 
 # --- kubeconfigs ----------------------------------------------------------------------
@@ -341,6 +370,8 @@ class Component:
     argv: list[str]
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: Added to the environment (kubelet: ``AWS_EC2_METADATA_DISABLED=true``).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def pid(self) -> int | None:
@@ -355,6 +386,7 @@ class Component:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C in pytest does not hit it before stop()
+                env={**os.environ, **self.env} if self.env else None,
                 preexec_fn=_die_with_parent if tie_to_parent else None,
             )
 
@@ -401,6 +433,33 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
 # --- the cluster ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ControlPlaneOptions:
+    """What differs between the API-only cluster of tests/integration (the defaults) and the
+    control plane of a real node (tests/cluster/nodeharness.py)."""
+
+    #: The API server's bind and advertise address. Pods reach the API server through the
+    #: ``kubernetes`` Service, whose endpoint is this address: a node needs one on its
+    #: bridge, since 127.0.0.1 inside a pod is the pod's own loopback.
+    address: str = "127.0.0.1"
+    #: ClusterIPs; the first address is the ``kubernetes`` Service's.
+    service_cidr: str = "10.0.0.0/24"
+    authorization_mode: str = "RBAC"
+    #: Without a kubelet nothing mounts ServiceAccount tokens: the admission plugin is off.
+    admission_args: tuple[str, ...] = ("--disable-admission-plugins=ServiceAccount",)
+    #: ``none``: no endpoints for the ``kubernetes`` Service (nothing could reach it);
+    #: ``lease`` for a node, so kube-proxy routes the Service to the API server.
+    endpoint_reconciler: str = "none"
+    controllers: str = CONTROLLERS
+    #: Further API server flags, given the PKI (e.g. the client certificate for kubelets).
+    apiserver_args: Callable[[Pki], Sequence[str]] | None = None
+
+    @property
+    def service_ip(self) -> str:
+        network = ipaddress.ip_network(self.service_cidr)
+        return str(network.network_address + 1)
+
+
 @dataclass
 class LocalCluster:
     """etcd + kube-apiserver + kube-controller-manager under ``run_dir``."""
@@ -409,6 +468,11 @@ class LocalCluster:
     binaries: KubeBinaries
     components: list[Component] = field(default_factory=list)
     server: str = ""
+    options: ControlPlaneOptions = field(default_factory=ControlPlaneOptions)
+
+    @property
+    def pki(self) -> Pki:
+        return Pki(self.run_dir / "pki")
 
     @property
     def kubeconfig(self) -> Path:
@@ -445,10 +509,12 @@ class LocalCluster:
         before_controllers: Callable[[LocalCluster], None] | None,
     ) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        pki = make_pki(self.run_dir / "pki")
+        opts = self.options
+        serving_ips = [opts.service_ip] + ([opts.address] if opts.address != "127.0.0.1" else [])
+        pki = make_pki(self.run_dir / "pki", serving_ips=serving_ips)
         logs = self.run_dir / "logs"
         etcd_port, peer_port, api_port, cm_port = (free_port() for _ in range(4))
-        self.server = f"https://127.0.0.1:{api_port}"
+        self.server = f"https://{opts.address}:{api_port}"
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
 
@@ -472,23 +538,24 @@ class LocalCluster:
             [
                 str(self.binaries.apiserver),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={opts.address}",
+                f"--advertise-address={opts.address}",
                 f"--secure-port={api_port}",
                 "--insecure-port=0",
                 f"--cert-dir={self.run_dir / 'apiserver-certs'}",
                 f"--tls-cert-file={pki.serving_crt}",
                 f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_crt}",
-                "--authorization-mode=RBAC",
+                f"--authorization-mode={opts.authorization_mode}",
                 f"--service-account-issuer={SA_ISSUER}",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--disable-admission-plugins=ServiceAccount",
-                "--endpoint-reconciler-type=none",
+                f"--service-cluster-ip-range={opts.service_cidr}",
+                *opts.admission_args,
+                f"--endpoint-reconciler-type={opts.endpoint_reconciler}",
                 "--profiling=false",
                 "--v=1",
+                *(opts.apiserver_args(pki) if opts.apiserver_args else ()),
             ],
             logs / "kube-apiserver.log",
         )
@@ -510,7 +577,7 @@ class LocalCluster:
                 f"--kubeconfig={cm_kubeconfig}",
                 f"--authentication-kubeconfig={cm_kubeconfig}",
                 f"--authorization-kubeconfig={cm_kubeconfig}",
-                f"--controllers={CONTROLLERS}",
+                f"--controllers={opts.controllers}",
                 f"--service-account-private-key-file={pki.sa_key}",
                 f"--root-ca-file={pki.ca_crt}",
                 "--leader-elect=false",

@@ -51,6 +51,22 @@ def test_crd_names_are_the_fixed_contract() -> None:
     assert columns == ["Registry", "Ready", "Nodes", "Expires", "Age"]
 
 
+def test_no_category_is_also_a_resource_name_so_kubectl_describe_and_delete_work() -> None:
+    # kubectl expands a category before it looks up a resource name: a category named like
+    # a resource turns `kubectl describe dtrtrust NAME` into two resource types (an error).
+    crds = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
+    crds = [c for c in crds if c and c.get("kind") == "CustomResourceDefinition"]
+    names: set[str] = set()
+    categories: set[str] = set()
+    for crd in crds:
+        n = crd["spec"]["names"]
+        names |= {n["plural"], n["singular"], n["kind"].lower(), *n.get("shortNames", [])}
+        categories |= set(n.get("categories", []))
+    assert len(crds) >= 2
+    assert categories
+    assert not categories & names
+
+
 def test_every_spec_and_status_field_has_a_description_for_kubectl_explain() -> None:
     missing = [
         path
