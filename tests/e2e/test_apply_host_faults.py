@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Host, pinned_trust, tls_secret, write_manifest
+from helpers import CONTAINERD_CONFIG, Host, pinned_trust, tls_secret, write_manifest
 
 from dtrstack import Stack
 
@@ -38,6 +38,13 @@ def _mounted(target: Path, *args: str) -> Iterator[Path]:
         yield target
     finally:
         subprocess.run(["umount", "-l", str(target)], check=False, timeout=30)
+
+
+def _prepared(root: Path) -> Host:
+    """A host root like a prepared node (containerd reads certs.d), as new_host makes it."""
+    (root / "etc/containerd").mkdir(parents=True)
+    (root / "etc/containerd/config.toml").write_text(CONTAINERD_CONFIG)
+    return Host(root)
 
 
 def _manifests(stack: Stack, work: Path) -> tuple[Path, Path]:
@@ -80,7 +87,7 @@ def test_a_disk_that_fills_during_the_write_exits_3_and_keeps_the_previous_files
     root = tmp_path / "host"
     root.mkdir()
     with _mounted(root, "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs"):
-        host = Host(root)
+        host = _prepared(root)
         good, changed = _manifests(dtr_stack, tmp_path)
         first = host.apply(good)
         assert first.returncode == 0, first.stdout + first.stderr
@@ -96,8 +103,8 @@ def test_a_disk_that_fills_during_the_write_exits_3_and_keeps_the_previous_files
 def test_a_read_only_host_root_exits_3_and_keeps_the_previous_files(
     dtr_stack: Stack, tmp_path: Path
 ) -> None:
-    host = Host(tmp_path / "host")
-    host.root.mkdir()
+    (tmp_path / "host").mkdir()
+    host = _prepared(tmp_path / "host")
     good, changed = _manifests(dtr_stack, tmp_path)
     first = host.apply(good)
     assert first.returncode == 0, first.stdout + first.stderr
