@@ -300,6 +300,9 @@ def test_delete_removes_what_apply_wrote_and_restores_a_foreign_ca_crt(
 
     assert result.returncode == 0, result.stderr
     assert list(host.node_files()) == [str(foreign.relative_to(host.root))]
+    assert f"restored {foreign.relative_to(host.root)}\n" in result.stdout
+    assert f"removed {foreign.relative_to(host.root)}\n" not in result.stdout
+    assert "path(s) removed, 1 restored" in result.stdout
     assert foreign.read_bytes() == dtr_stack.rogue_ca.read_bytes()
     assert foreign.stat().st_mode & 0o7777 == foreign_mode
     for target in ("containerd", "notary"):  # containers holds the restored foreign file

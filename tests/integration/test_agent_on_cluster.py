@@ -620,3 +620,92 @@ def test_a_node_that_cannot_reach_the_registry_is_nodes_verified_unreachable(
     entry: dict[str, Any] = report(custom, node)[name]  # the probe is a nested object
     assert (entry["probe"]["reachable"], entry["probe"]["tlsVerified"]) == (False, False)
     assert report(custom, node)[name]["state"] == "Synced"  # the files are in place
+
+
+# ------------------------------------------- tampered and deleted bundle Secrets
+# The agent installs only what the operator published and removes files only when the
+# trust is really gone. The operator may repair the Secret at any moment, so what the
+# agent did is read from its log (every write and removal is logged), never from timing.
+
+
+def _secret_data(core: client.CoreV1Api, name: str) -> dict[str, str] | None:
+    try:
+        return dict(core.read_namespaced_secret(f"dtrtrust-{name}", NS).data or {})
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _file_state(agent: AgentProcess) -> tuple[bytes, int, int]:
+    path = cert_dir(agent) / "ca.crt"
+    st = path.stat()
+    return path.read_bytes(), st.st_ino, st.st_mtime_ns
+
+
+def test_a_hand_edited_bundle_secret_is_refused_and_the_node_keeps_its_files(
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    nodes: Callable[..., str],
+    agents: Callable[[str], AgentProcess],
+    trusts: Callable[..., str],
+    run_id: str,
+) -> None:
+    node = nodes("t")
+    agent = agents(node)
+    name = trusts(f"agent-tamper-{run_id}", nodeSelector={"dtrtrust-test": run_id})
+    ready(custom, name, "1/1")
+    before = _file_state(agent)
+    assert before[0] == CA.cert_pem
+
+    garbage = base64.b64encode(b"garbage, not a certificate\n").decode()
+    core.patch_namespaced_secret(f"dtrtrust-{name}", NS, {"data": {"ca.crt": garbage}})
+
+    # The operator may repair the Secret before the agent reconciles the edit; then there
+    # is nothing to refuse, but nothing may have been written either.
+    eventually(
+        lambda: (
+            "does not match its dtrtrust.io/content-hash" in agent.log_text()
+            or (_secret_data(core, name) or {}).get("ca.crt") != garbage
+        ),
+        "the agent refusing the edited Secret",
+    )
+    assert _file_state(agent) == before
+    writes = [
+        line
+        for line in agent.log_text().splitlines()
+        if f"trust {name} (" in line and "wrote" in line
+    ]
+    assert len(writes) == 1, writes  # the first sync only; the garbage was never written
+
+
+def test_a_deleted_bundle_secret_of_an_existing_trust_removes_nothing(
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    nodes: Callable[..., str],
+    agents: Callable[[str], AgentProcess],
+    trusts: Callable[..., str],
+    run_id: str,
+) -> None:
+    node = nodes("s")
+    agent = agents(node)
+    name = trusts(f"agent-nosecret-{run_id}", nodeSelector={"dtrtrust-test": run_id})
+    ready(custom, name, "1/1")
+    before = _file_state(agent)
+
+    core.delete_namespaced_secret(f"dtrtrust-{name}", NS)
+
+    # The operator may publish it again before the agent reconciles the deletion.
+    eventually(
+        lambda: (
+            f"missing while DTRTrust {name} exists" in agent.log_text()
+            or _secret_data(core, name) is not None
+        ),
+        "the agent noticing the missing Secret",
+    )
+    assert _file_state(agent) == before
+    assert f"trust {name}: the trust is gone" not in agent.log_text()
+
+    # Only the trust's own deletion removes the files.
+    delete_trust(custom, name)
+    eventually(lambda: not cert_dir(agent).exists(), f"files removed from {node}")

@@ -28,36 +28,49 @@ from dtrtrust.agent.loop import REMOVED_TTL_SECONDS, Agent, backoff
 from dtrtrust.agent.policies import load_policies
 from dtrtrust.agent.report import TrustReport, report_body, same_report
 from dtrtrust.contract import CONFLICT, ERROR, NOT_EFFECTIVE, REMOVED, RETAINED, SYNCED
+from dtrtrust.core.fingerprints import content_hash
 from dtrtrust.node import writer
 from dtrtrust.node.effective import Finding
 from dtrtrust.operator.objects import bundle_secret
 
-CA = b"-----BEGIN CERTIFICATE-----\nCA one\n-----END CERTIFICATE-----\n"
-CA2 = b"-----BEGIN CERTIFICATE-----\nCA two\n-----END CERTIFICATE-----\n"
-CERT = b"-----BEGIN CERTIFICATE-----\nCLIENT\n-----END CERTIFICATE-----\n"
+# PEM-shaped (the agent checks the shape, never loads cryptography): base64 bodies.
+CA = b"-----BEGIN CERTIFICATE-----\nQ0Egb25l\n-----END CERTIFICATE-----\n"
+CA2 = b"-----BEGIN CERTIFICATE-----\nQ0EgdHdv\n-----END CERTIFICATE-----\n"
+CERT = b"-----BEGIN CERTIFICATE-----\nQ0xJRU5U\n-----END CERTIFICATE-----\n"
 KEY = b"-----BEGIN PRIVATE KEY-----\nSECRET-KEY-MATERIAL\n-----END PRIVATE KEY-----\n"
 LINUX = {"kubernetes.io/os": "linux"}
+DEFAULT_FILES = {"ca.crt": CA, "client.cert": CERT, "client.key": KEY}
+HASH = content_hash(DEFAULT_FILES)
 
 
 def secret(
     trust: str = "prod",
     *,
-    hash_: str = "sha256:aaa",
+    hash_: str | None = None,
     registries: str = "dtr.example.com:4443",
     targets: str = "docker",
     selector: Mapping[str, str] | None = None,
     policy: str = "Delete",
     data: Mapping[str, bytes] | None = None,
     labels: Mapping[str, str] | None = None,
+    uid: str = "uid-1",
     probe: str | None = None,
 ) -> dict[str, Any]:
-    files = {"ca.crt": CA, "client.cert": CERT, "client.key": KEY} if data is None else data
+    files = DEFAULT_FILES if data is None else data
     body = {
         "metadata": {
             "name": f"dtrtrust-{trust}",
+            "ownerReferences": [
+                {
+                    "apiVersion": "dtrtrust.io/v1alpha1",
+                    "kind": "DTRTrust",
+                    "name": trust,
+                    "uid": uid,
+                }
+            ],
             "labels": dict(labels) if labels is not None else {"dtrtrust.io/trust": trust},
             "annotations": {
-                "dtrtrust.io/content-hash": hash_,
+                "dtrtrust.io/content-hash": content_hash(files) if hash_ is None else hash_,
                 "dtrtrust.io/registries": registries,
                 "dtrtrust.io/targets": targets,
                 "dtrtrust.io/node-selector": json.dumps(dict(selector or {})),
@@ -89,17 +102,19 @@ def test_bundle_parsed_from_a_secret_the_operator_built() -> None:
             },
         }
     )
-    body = bundle_secret(spec, "uid-1", {"ca.crt": CA}, "sha256:abc", "dtrtrust-system")
+    published = content_hash({"ca.crt": CA})
+    body = bundle_secret(spec, "uid-1", {"ca.crt": CA}, published, "dtrtrust-system")
     bundle = parse_bundle(body)
     assert bundle == Bundle(
         trust="prod",
-        content_hash="sha256:abc",
+        content_hash=published,
         addresses=("dtr.example.com:4443", "10.0.0.5:4443"),
         targets=("docker", "containerd"),
         selector={"role": "build"},
         policy="Retain",
         ca=CA,
         client=None,
+        owner_uid="uid-1",
         probe_interval=3600.0,  # the default refreshInterval: the probe is on by default
     )
 
@@ -119,7 +134,8 @@ def test_verify_nodes_false_turns_the_node_probe_off_in_the_bundle_secret() -> N
             },
         }
     )
-    body = bundle_secret(spec, "uid-1", {"ca.crt": CA}, "sha256:abc", "dtrtrust-system")
+    published = content_hash({"ca.crt": CA})
+    body = bundle_secret(spec, "uid-1", {"ca.crt": CA}, published, "dtrtrust-system")
     assert parse_bundle(body).probe_interval is None
 
 
@@ -135,6 +151,19 @@ def test_verify_nodes_false_turns_the_node_probe_off_in_the_bundle_secret() -> N
         ({"data": {"client.cert": CERT, "client.key": KEY}}, "no ca.crt"),
         ({"data": {"ca.crt": CA, "client.key": KEY}}, "only one of"),
         ({"labels": {}}, "no dtrtrust.io/trust label"),
+        ({"hash_": "sha256:" + "0" * 64}, "does not match its dtrtrust.io/content-hash"),
+        (
+            {"data": {**DEFAULT_FILES, "extra": b"smuggled"}, "hash_": HASH},
+            "does not match its dtrtrust.io/content-hash",
+        ),
+        ({"data": {"ca.crt": b"garbage\x00\xff"}}, "ca.crt is not PEM certificates"),
+        ({"data": {"ca.crt": CA + b"trailing text"}}, "text outside the PEM CERTIFICATE"),
+        ({"data": {"ca.crt": CA.replace(b"Q0Egb25l", b"Q0E!b25l")}}, "not PEM certificates"),
+        ({"data": {"ca.crt": KEY}}, "ca.crt is not PEM certificates"),
+        (
+            {"data": {"ca.crt": CA, "client.cert": b"not a cert", "client.key": KEY}},
+            "client.cert is not PEM certificates",
+        ),
     ],
 )
 def test_unusable_bundle_secret_is_rejected_with_what_is_wrong(
@@ -214,8 +243,36 @@ def test_decide_per_trust(
     policies: dict[str, str],
     expected: list[tuple[str, str]],
 ) -> None:
-    got = [(a.trust, a.kind) for a in decide(bundles, labels, owned, policies)]
+    # Every trust with a Secret exists; the others are gone.
+    existing = {t: "uid-1" for t in bundles}
+    got = [(a.trust, a.kind) for a in decide(bundles, labels, owned, policies, None, existing)]
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("bundles", "existing", "file_uids", "expected"),
+    [
+        # Secret gone while its DTRTrust exists: touch nothing, report it
+        ({}, {"prod": "uid-1"}, {"prod": "uid-1"}, "missing"),
+        ({}, {"prod": "uid-1"}, {}, "missing"),
+        # the DTRTrusts are not known yet (not listed, unreadable): the same
+        ({}, None, {}, "missing"),
+        # the DTRTrust was deleted and created again (another uid): the old one is gone
+        ({}, {"prod": "uid-2"}, {"prod": "uid-1"}, "remove"),
+        # the DTRTrust is gone while its Secret waits for garbage collection
+        ({"prod": _bundle()}, {}, {}, "remove"),
+        # a Secret without a readable DTRTrust list still syncs (only removal waits)
+        ({"prod": _bundle()}, None, {}, "sync"),
+    ],
+)
+def test_only_a_trust_known_to_be_gone_loses_its_files(
+    bundles: dict[str, Bundle | BundleError],
+    existing: dict[str, str] | None,
+    file_uids: dict[str, str],
+    expected: str,
+) -> None:
+    got = decide(bundles, LINUX, {"prod"}, {}, None, existing, file_uids)
+    assert [(a.trust, a.kind) for a in got] == [("prod", expected)]
 
 
 def test_decide_limited_to_dirty_trusts_leaves_others_alone() -> None:
@@ -323,13 +380,25 @@ def make_agent(root: Path) -> Agent:
     return Agent(Config(node_name="n1", host_root=root), NoApi())  # type: ignore[arg-type]
 
 
-def see(a: Agent, secrets: list[dict[str, Any]], labels: Mapping[str, str] = LINUX) -> None:
-    """What the watchers would have put into the view after a list."""
+def see(
+    a: Agent,
+    secrets: list[dict[str, Any]],
+    labels: Mapping[str, str] = LINUX,
+    trusts: Mapping[str, str] | None = None,
+) -> None:
+    """What the watchers would have put into the view after a list. ``trusts`` (name ->
+    uid) are the DTRTrusts that exist: by default those of ``secrets``."""
     a.view.bundles = {}
     for s in secrets:
         a._set_secret(s)
     a.view.labels = dict(labels)
     a.view.secrets_listed = True
+    if trusts is None:
+        trusts = {
+            s["metadata"]["labels"]["dtrtrust.io/trust"]: s["metadata"]["ownerReferences"][0]["uid"]
+            for s in secrets
+        }
+    a.view.trusts = dict(trusts)
 
 
 DOCKER_DIR = "etc/docker/certs.d/dtr.example.com:4443"
@@ -341,7 +410,7 @@ def test_agent_writes_files_of_a_selected_trust_and_reports_synced(tmp_path: Pat
     a.reconcile(everything=True)
     assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
     assert os.stat(tmp_path / DOCKER_DIR / "client.key").st_mode & 0o777 == 0o600
-    assert a.reports["prod"] == TrustReport("prod", "sha256:aaa", SYNCED)
+    assert a.reports["prod"] == TrustReport("prod", HASH, SYNCED)
 
 
 def test_nothing_happens_before_the_first_complete_list(tmp_path: Path) -> None:
@@ -359,7 +428,7 @@ def test_trust_deleted_while_agent_was_down_is_cleaned_at_start(tmp_path: Path) 
     see(first, [secret()])
     first.reconcile(everything=True)
     restarted = make_agent(tmp_path)
-    see(restarted, [])  # the Secret is gone
+    see(restarted, [])  # the Secret and the DTRTrust are gone
     restarted.reconcile(everything=True)
     assert not (tmp_path / DOCKER_DIR).exists()
     assert writer.owned_trusts(tmp_path) == set()
@@ -396,12 +465,12 @@ def test_changed_bundle_is_rewritten_and_unchanged_one_is_not_touched(tmp_path: 
     before = os.stat(tmp_path / DOCKER_DIR / "ca.crt").st_mtime_ns
     a.reconcile(everything=True)
     assert os.stat(tmp_path / DOCKER_DIR / "ca.crt").st_mtime_ns == before
-    see(a, [secret(hash_="sha256:bbb", data={"ca.crt": CA2})])
+    see(a, [secret(data={"ca.crt": CA2})])
     a._mark(["prod"])
     a.reconcile(everything=False)
     assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA2
     assert not (tmp_path / DOCKER_DIR / "client.key").exists()
-    assert a.reports["prod"].content_hash == "sha256:bbb"
+    assert a.reports["prod"].content_hash == content_hash({"ca.crt": CA2})
 
 
 def test_hand_deleted_file_is_restored_at_resync(tmp_path: Path) -> None:
@@ -510,11 +579,11 @@ def test_a_changed_runtime_config_is_noticed_without_waiting_for_the_resync(
 @pytest.mark.parametrize(
     ("reports", "blocked"),
     [
-        ({"prod": TrustReport("prod", "sha256:aaa", SYNCED)}, []),
+        ({"prod": TrustReport("prod", HASH, SYNCED)}, []),
         ({}, ["prod: not synced yet"]),
         ({"prod": TrustReport("prod", "sha256:old", SYNCED)}, ["prod: not synced yet"]),
-        ({"prod": TrustReport("prod", "sha256:aaa", NOT_EFFECTIVE, "x")}, ["prod: NotEffective"]),
-        ({"prod": TrustReport("prod", "sha256:aaa", ERROR, "x")}, ["prod: Error"]),
+        ({"prod": TrustReport("prod", HASH, NOT_EFFECTIVE, "x")}, ["prod: NotEffective"]),
+        ({"prod": TrustReport("prod", HASH, ERROR, "x")}, ["prod: Error"]),
     ],
 )
 def test_startup_taint_stays_until_every_selecting_trust_is_synced_and_effective(
@@ -534,7 +603,7 @@ def test_an_unusable_bundle_secret_keeps_the_startup_taint() -> None:
 
 
 def test_a_failed_probe_keeps_the_startup_taint() -> None:
-    reports = {"prod": TrustReport("prod", "sha256:aaa", SYNCED)}
+    reports = {"prod": TrustReport("prod", HASH, SYNCED)}
     assert taint_blockers({"prod": _bundle()}, LINUX, reports, verified={"prod": False})
     assert not taint_blockers({"prod": _bundle()}, LINUX, reports, verified={"prod": True})
 
@@ -591,11 +660,12 @@ def test_agent_probes_with_the_files_it_wrote_once_per_content_and_interval(
             "client.key": client.key_pem,
         }
 
-        def seen(hash_: str) -> None:
-            see(a, [secret(registries=server.address, targets="containers", data=files,
-                           probe="600", hash_=hash_)])  # fmt: skip
+        def seen(ca: bytes) -> None:
+            data = {**files, "ca.crt": ca}
+            see(a, [secret(registries=server.address, targets="containers", data=data,
+                           probe="600")])  # fmt: skip
 
-        seen("sha256:one")
+        seen(root.cert_pem)
         a.reconcile(everything=True)
         found = a.reports["prod"].probe
         assert found is not None
@@ -608,7 +678,7 @@ def test_agent_probes_with_the_files_it_wrote_once_per_content_and_interval(
         probes = len(server.requests)
         a.reconcile(everything=True)  # nothing changed: no new probe
         assert len(server.requests) == probes
-        seen("sha256:two")  # new content: probed again
+        seen(root.cert_pem + make_ca("agent probe other").cert_pem)  # new content: probed again
         a.reconcile(everything=True)
         assert len(server.requests) > probes
         probes = len(server.requests)
@@ -636,3 +706,70 @@ def test_agent_reports_an_unreachable_registry_as_such(tmp_path: Path) -> None:
     assert found["reachable"] is False
     assert a.reports["prod"].state == SYNCED  # written and effective; the probe is separate
     assert a.verified() == {"prod": False}
+
+
+def test_a_hand_edited_secret_is_refused_and_the_last_good_files_stay(tmp_path: Path) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    before = os.stat(tmp_path / DOCKER_DIR / "ca.crt")
+    tampered = secret()
+    tampered["data"]["ca.crt"] = base64.b64encode(b"garbage, not a certificate").decode()
+    see(a, [tampered])
+    a.reconcile(everything=True)
+    after = os.stat(tmp_path / DOCKER_DIR / "ca.crt")
+    assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert a.reports["prod"].state == ERROR
+    assert "does not match its dtrtrust.io/content-hash" in a.reports["prod"].message
+
+
+def test_pem_text_check_accepts_real_certificates_and_crlf() -> None:
+    from certfactory import make_ca
+    from dtrtrust.core.pem_text import certificate_text_problem
+
+    real = make_ca("pem text root").cert_pem + make_ca("pem text other").cert_pem
+    assert certificate_text_problem(real) is None
+    assert certificate_text_problem(b"\n" + real.replace(b"\n", b"\r\n") + b"\n\n") is None
+    assert certificate_text_problem(b"") == "it holds no PEM CERTIFICATE block"
+
+
+def test_a_deleted_secret_of_an_existing_trust_keeps_the_files_and_is_reported(
+    tmp_path: Path,
+) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    see(a, [], trusts={"prod": "uid-1"})  # the Secret is gone, its DTRTrust is not
+    a.reconcile(everything=True)
+    assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
+    assert a.reports["prod"].state == ERROR
+    assert "missing while DTRTrust prod exists" in a.reports["prod"].message
+    # The operator publishes it again: synced, nothing rewritten.
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    assert a.reports["prod"] == TrustReport("prod", HASH, SYNCED)
+
+
+def test_a_trust_created_again_under_the_same_name_loses_the_old_files(tmp_path: Path) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    see(a, [], trusts={"prod": "uid-2"})  # deleted and created again; no Secret yet
+    a.reconcile(everything=True)
+    assert not (tmp_path / DOCKER_DIR).exists()
+    assert a.reports["prod"].state == REMOVED
+
+
+def test_remembered_policies_are_never_written_through_a_planted_link(tmp_path: Path) -> None:
+    from dtrtrust.agent.policies import save_policies
+
+    root, outside = tmp_path / "host", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / writer.STATE_DIR).parent.mkdir(parents=True)
+    os.symlink(outside, root / writer.STATE_DIR)
+    with pytest.raises(writer.WriterError, match="symbolic link"):
+        save_policies(root, {"prod": "Retain"})
+    assert list(outside.iterdir()) == []
+    assert load_policies(root) == {}

@@ -145,27 +145,6 @@ def test_a_rotation_across_two_runs_keeps_the_previous_ca_on_disk(
     assert [p["sha256"] for p in rotated.status["bundle"]["previousCAs"]] == [OLD.fingerprint]
 
 
-def test_system_trust_installs_one_file_per_ca_and_delete_removes_them(
-    tmp_path: Path, host: apply.HostOptions
-) -> None:
-    host.system_trust = True
-    manifest = write_manifests(
-        tmp_path, ca={"fetch": {"pinnedSHA256": [OLD.fingerprint]}, "pem": INTER.cert_pem.decode()}
-    )
-    assert run(manifest, host, StubNetwork(OLD)).ready
-    store = host.host_root / "usr/local/share/ca-certificates"
-    installed = sorted(p.name for p in store.iterdir())
-    assert installed == ["dtrtrust-dtr-0.crt", "dtrtrust-dtr-1.crt"]
-    blobs = {p.read_bytes().strip() for p in store.iterdir()}
-    assert blobs == {OLD.cert_pem.strip(), INTER.cert_pem.strip()}
-    assert all((store / n).stat().st_mode & 0o777 == 0o644 for n in installed)
-
-    removed = apply.delete_all(apply.load_manifests([str(manifest)]), host)
-    assert removed
-    assert list(store.iterdir()) == []
-    assert not (host.host_root / "etc/docker/certs.d" / ADDR).exists()
-
-
 def test_an_unusable_host_root_is_a_node_error_not_ready(tmp_path: Path) -> None:
     opts = apply.HostOptions(host_root=tmp_path / "does-not-exist", home="/root")
     result = run(write_manifests(tmp_path), opts, StubNetwork(OLD))
@@ -195,6 +174,45 @@ def test_unusable_input_files_are_one_clear_error(tmp_path: Path, text: str, mes
     path.write_text(text)
     with pytest.raises(apply.InputError, match=message):
         apply.load_manifests([str(path)])
+
+
+def test_a_server_certificate_in_ca_pem_is_not_a_ca_and_keeps_the_previous_files(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    assert run(write_manifests(tmp_path), host, StubNetwork(OLD)).ready
+    ca_file = host.host_root / "etc/docker/certs.d" / ADDR / "ca.crt"
+    before = ca_file.read_bytes()
+    leaf_in_pem = write_manifests(
+        tmp_path,
+        ca={"fetch": {"pinnedSHA256": [OLD.fingerprint]}, "pem": CLIENT.cert_pem.decode()},
+    )
+    result = run(leaf_in_pem, host, StubNetwork(OLD))
+    assert conditions(result)["BundleValid"] == ("False", "NotACA")
+    assert conditions(result)["Ready"] == ("False", "NotACA")
+    assert ca_file.read_bytes() == before
+
+
+def test_a_second_apply_with_nothing_changed_does_not_rewrite_the_state_file(
+    tmp_path: Path, host: apply.HostOptions
+) -> None:
+    manifest = write_manifests(tmp_path)
+    assert run(manifest, host, StubNetwork(OLD)).ready
+    state = host.state_dir / "dtr.json"
+    before = state.stat()
+    assert run(manifest, host, StubNetwork(OLD), now=NOW + dt.timedelta(minutes=5)).ready
+    after = state.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_host_root_that_does_not_exist_is_refused_and_nothing_is_created(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "does-not-exist"
+    opts = apply.HostOptions(host_root=missing, home="/root", system_trust=True)
+    result = run(write_manifests(tmp_path), opts, StubNetwork(OLD))
+    assert conditions(result)["NodesSynced"] == ("False", "NodeErrors")
+    assert result.host_problem
+    assert not missing.exists()
 
 
 # The real config file formats under the host root; the checks themselves are

@@ -232,21 +232,25 @@ def test_private_key_in_ca_source_is_rejected_without_echoing_it(form: str, layo
 # --------------------------------------------------------------------------- bundle
 
 
-def test_bundle_keeps_only_ca_certificates_and_warns_naming_dropped_subject() -> None:
-    bundle = compose_bundle([("chain", SERVER.full_chain_pem)], now=NOW)
-    assert {c.sha256 for c in bundle.certificates} == {ROOT.fingerprint, INTER.fingerprint}
-    assert all(c.is_ca for c in bundle.certificates)
-    [warning] = bundle.warnings
-    assert "dropped" in warning
-    assert SERVER.subject in warning
-    assert "not a CA certificate" in warning
-    assert "from chain" in warning
+def test_a_server_certificate_next_to_its_cas_is_refused_as_not_a_ca_naming_it() -> None:
+    # The contract's BundleValid: "only CA certs", reason NotACA. A pasted full chain is
+    # refused (naming the leaf and its source), never silently trimmed.
+    with pytest.raises(CertError) as info:
+        compose_bundle([("chain", SERVER.full_chain_pem)], now=NOW)
+    err = info.value
+    assert err.reason == "NotACA"
+    assert SERVER.subject in err.message
+    assert "in chain" in err.message
+    assert "not a CA certificate" in err.message
+    assert "remove it" in err.message
+    _assert_one_line(err)
 
 
 def test_certificate_without_basic_constraints_is_not_a_ca() -> None:
-    bundle = compose_bundle([("s", pem_join(ROOT, NO_BC_LEAF))], now=NOW)
-    assert [c.sha256 for c in bundle.certificates] == [ROOT.fingerprint]
-    assert NO_BC_LEAF.subject in bundle.warnings[0]
+    with pytest.raises(CertError) as info:
+        compose_bundle([("s", pem_join(ROOT, NO_BC_LEAF))], now=NOW)
+    assert info.value.reason == "NotACA"
+    assert NO_BC_LEAF.subject in info.value.message
 
 
 def test_expired_ca_is_dropped_with_warning() -> None:
@@ -287,14 +291,14 @@ def test_ca_valid_for_longer_than_30_days_gives_no_warning() -> None:
             "only leaf certificates",
             [("a", pem_join(SERVER, CLIENT))],
             "NotACA",
-            "no CA certificate",
+            "(and 1 more)",
         ),
         ("only expired CAs", [("a", EXPIRED_ROOT.cert_pem)], "Expired", "has expired"),
         (
             "expired CA and a leaf",
             [("a", EXPIRED_ROOT.cert_pem), ("b", SERVER.cert_pem)],
-            "Expired",
-            "1 non-CA certificate(s) were dropped",
+            "NotACA",
+            "in b is not a CA certificate",
         ),
     ],
 )
@@ -392,9 +396,18 @@ def test_one_invalid_source_fails_the_bundle_naming_that_source() -> None:
     assert "ConfigMap org-roots" in info.value.message
 
 
+def test_the_error_names_every_source_of_a_refused_certificate_in_sorted_order() -> None:
+    with pytest.raises(CertError) as info:
+        compose_bundle(
+            [("z-source", pem_join(ROOT, SERVER)), ("a-source", SERVER.cert_pem)], now=NOW
+        )
+    assert "in a-source, z-source" in info.value.message
+
+
 def test_warning_names_every_source_of_a_dropped_certificate_in_sorted_order() -> None:
     bundle = compose_bundle(
-        [("z-source", pem_join(ROOT, SERVER)), ("a-source", SERVER.cert_pem)], now=NOW
+        [("z-source", pem_join(ROOT, EXPIRED_ROOT)), ("a-source", EXPIRED_ROOT.cert_pem)],
+        now=NOW,
     )
     [warning] = bundle.warnings
     assert "from a-source, z-source" in warning

@@ -10,7 +10,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certfactory import NOW, make_ca, make_leaf
+from certfactory import NOW, make_ca
 from dtrtrust.core.bundle import Bundle, compose_bundle
 from dtrtrust.core.errors import CertError
 from dtrtrust.core.fingerprints import content_hash, openssl_fingerprint, parse_fingerprint
@@ -22,7 +22,6 @@ POOL = [
     *_ROOTS,
     make_ca("Property Intermediate", parent=_ROOTS[0], path_length=0),
     make_ca("Property Root 0", key_type="rsa"),  # same subject as another, different key
-    make_leaf("property-leaf.example", _ROOTS[1]),  # dropped: not a CA
     make_ca(  # dropped: expired
         "Property Expired Root",
         not_before=dt.datetime(2020, 1, 1, tzinfo=UTC),

@@ -28,6 +28,7 @@ from dtrtrust.contract import (
     DELETION_POLICIES,
     ERROR,
     HASH_ANNOTATION,
+    KIND,
     NODE_PROBE_ANNOTATION,
     NODE_PROBE_OFF,
     NOT_EFFECTIVE,
@@ -40,6 +41,8 @@ from dtrtrust.contract import (
 )
 from dtrtrust.core import layout
 from dtrtrust.core.addresses import validate_address
+from dtrtrust.core.fingerprints import content_hash
+from dtrtrust.core.pem_text import certificate_text_problem
 from dtrtrust.node import effective, writer
 
 
@@ -59,6 +62,8 @@ class Bundle:
     policy: str
     ca: bytes
     client: tuple[bytes, bytes] | None
+    # uid of the DTRTrust the Secret was published for (its owner reference).
+    owner_uid: str | None = None
     # Seconds between probes of unchanged files; None: the probe is off for this trust.
     probe_interval: float | None = None
 
@@ -85,8 +90,8 @@ def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
     if not trust:
         raise BundleError(f"{where} has no {TRUST_LABEL} label")
     notes = meta.get("annotations") or {}
-    content_hash = str(notes.get(HASH_ANNOTATION) or "")
-    if not content_hash:
+    content_hash_annotation = str(notes.get(HASH_ANNOTATION) or "")
+    if not content_hash_annotation:
         raise BundleError(f"{where} has no {HASH_ANNOTATION} annotation")
     addresses = _split(notes.get(ADDRESSES_ANNOTATION))
     if not addresses:
@@ -132,9 +137,32 @@ def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
     cert, key = decoded.get(CLIENT_CERT_KEY), decoded.get(CLIENT_KEY_KEY)
     if bool(cert) != bool(key):
         raise BundleError(f"{where} holds only one of {CLIENT_CERT_KEY} and {CLIENT_KEY_KEY}")
+    # Install only what the operator published: the data must be what it hashed.
+    if content_hash(decoded) != content_hash_annotation:
+        raise BundleError(
+            f"{where}: its data does not match its {HASH_ANNOTATION} annotation (edited by "
+            "hand?); refusing it and keeping the last good files until the operator "
+            "republishes the Secret"
+        )
+    for name, pem in ((CA_KEY, ca), (CLIENT_CERT_KEY, cert)):
+        problem = certificate_text_problem(pem) if pem else None
+        if problem:
+            raise BundleError(
+                f"{where}: {name} is not PEM certificates ({problem}); refusing it and "
+                "keeping the last good files"
+            )
+    owner_uid = next(
+        (
+            str(ref.get("uid"))
+            for ref in meta.get("ownerReferences") or []
+            if isinstance(ref, Mapping) and ref.get("kind") == KIND and ref.get("uid")
+        ),
+        None,
+    )
     return Bundle(
+        owner_uid=owner_uid,
         trust=trust,
-        content_hash=content_hash,
+        content_hash=content_hash_annotation,
         addresses=addresses,
         targets=targets,
         selector=dict(selector),
@@ -161,7 +189,7 @@ def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
 @dataclass(frozen=True)
 class Action:
     trust: str
-    kind: str  # "sync" | "remove" | "retain" | "error"
+    kind: str  # "sync" | "remove" | "retain" | "missing" | "error"
     reason: str = ""
     bundle: Bundle | None = None
 
@@ -172,25 +200,45 @@ def decide(
     owned: Iterable[str],
     policies: Mapping[str, str],
     trusts: Iterable[str] | None = None,
+    existing: Mapping[str, str] | None = None,
+    file_uids: Mapping[str, str] | None = None,
 ) -> list[Action]:
     """What to do for each trust (all of ``bundles`` and ``owned``, or only ``trusts``).
 
-    - Secret present and the node selected: sync.
+    ``existing`` maps every DTRTrust that exists to its uid (None while unknown: not
+    listed yet, or unreadable); ``file_uids`` the uid of the trust the node's files were
+    written for, where known.
+
+    - Secret present and the node selected: sync (unless its DTRTrust is known to be
+      gone: then it is removed like a gone trust).
     - Secret present, node not selected, files owned: remove ("not selected") with
       policy Delete, keep with Retain (Retain means the same for deselection as for
       deletion, as the CRD says).
-    - Secret gone, files owned: remove with policy Delete (the default when the
-      policy was never seen), keep with Retain.
+    - Secret gone, files owned, and the DTRTrust gone too (or recreated: another uid):
+      remove with policy Delete (the default when the policy was never seen), keep with
+      Retain.
+    - Secret gone while its DTRTrust exists, or the DTRTrusts are unknown: touch nothing
+      and report it ("missing"): unknown is not empty.
     - Secret unusable: report the error and touch nothing."""
     owned_set = set(owned)
     names = set(bundles) | owned_set if trusts is None else set(trusts)
+    uids = file_uids or {}
     actions: list[Action] = []
+
+    def gone(trust: str, policy: str, why: str) -> Action:
+        if policy == "Retain":
+            return Action(trust, "retain", f"{why}; deletionPolicy Retain keeps files")
+        return Action(trust, "remove", f"{why} (deletionPolicy Delete)")
+
     for trust in sorted(names):
         bundle = bundles.get(trust)
         if isinstance(bundle, BundleError):
             actions.append(Action(trust, "error", str(bundle)))
         elif bundle is not None:
-            if selects(bundle.selector, labels):
+            if existing is not None and trust not in existing:
+                if trust in owned_set:
+                    actions.append(gone(trust, bundle.policy, "the trust is gone"))
+            elif selects(bundle.selector, labels):
                 actions.append(Action(trust, "sync", bundle=bundle))
             elif trust in owned_set and bundle.policy == "Retain":
                 actions.append(
@@ -203,12 +251,30 @@ def decide(
             elif trust in owned_set:
                 actions.append(Action(trust, "remove", "the node is no longer selected"))
         elif trust in owned_set:
-            if policies.get(trust, "Delete") == "Retain":
+            policy = policies.get(trust, "Delete")
+            if existing is None:
                 actions.append(
-                    Action(trust, "retain", "the trust is gone; deletionPolicy Retain keeps files")
+                    Action(
+                        trust,
+                        "missing",
+                        f"its bundle Secret is gone and the DTRTrusts cannot be read yet; "
+                        "files are kept until the agent knows whether the trust "
+                        f"{trust} still exists",
+                    )
                 )
+            elif trust not in existing:
+                actions.append(gone(trust, policy, "the trust is gone"))
+            elif trust in uids and uids[trust] != existing[trust]:
+                actions.append(gone(trust, policy, "the trust was deleted and created again"))
             else:
-                actions.append(Action(trust, "remove", "the trust is gone (deletionPolicy Delete)"))
+                actions.append(
+                    Action(
+                        trust,
+                        "missing",
+                        f"its bundle Secret is missing while DTRTrust {trust} exists; files "
+                        "are kept until the operator publishes the Secret again",
+                    )
+                )
     return actions
 
 

@@ -20,9 +20,13 @@ repair drift, makes the node's files match:
   files written (:mod:`dtrtrust.node.probe`), once per content hash and probe interval;
 * once every trust selecting the node is synced, effective and verified, the opt-in
   startup taint ``dtrtrust.io/not-ready`` is removed from the Node;
-* a trust whose Secret is gone is removed with deletionPolicy ``Delete`` and kept
-  with ``Retain``. The policy is the one of the last Secret seen, remembered in
-  ``<host root>/var/lib/dtrtrust/agent.json`` so a restart after the deletion still knows.
+* a trust that is gone (its DTRTrust no longer exists, or exists with another uid)
+  is removed with deletionPolicy ``Delete`` and kept with ``Retain``. The policy is
+  the one of the last Secret seen, remembered in
+  ``<host root>/var/lib/dtrtrust/agent.json`` so a restart after the deletion still
+  knows. A bundle Secret that is missing while its DTRTrust exists (or while the
+  DTRTrusts cannot be read) removes nothing: the files stay and the report says why.
+  The DTRTrusts are listed and watched too (read-only) for that answer.
   At start the agent reconciles every trust in the ownership record, so trusts
   deleted while it was down are cleaned up.
 
@@ -98,6 +102,9 @@ class _View:
 
     bundles: dict[str, Bundle | BundleError] = field(default_factory=dict)
     labels: dict[str, str] | None = None  # None until the Node was read
+    # name -> uid of every DTRTrust; None until listed (then a missing Secret removes
+    # nothing: only a trust known to be gone does).
+    trusts: dict[str, str] | None = None
     node_uid: str | None = None
     kubelet_version: str | None = None  # status.nodeInfo: tells k3s / RKE2 apart
     taints: list[dict[str, Any]] | None = None  # spec.taints as last seen (None: no Node)
@@ -117,6 +124,9 @@ class Agent:
         self.view = _View()
         self.policies = load_policies(config.host_root)
         self.reports: dict[str, TrustReport] = {}
+        # uid of the DTRTrust each trust's files were last written for (from the Secret's
+        # owner reference); in memory only: after a restart, unknown means "keep".
+        self.file_uids: dict[str, str] = {}
         self.removed_at: dict[str, float] = {}
         self.live_report: dict[str, Any] | None = None
         self.report_loaded = False
@@ -211,6 +221,36 @@ class Agent:
                     log.debug("Secret event %s for trust %s", event.type, trust)
                     self._mark([trust])
 
+    def _trusts_once(self) -> None:
+        """List the DTRTrusts (only names and uids matter), then watch them."""
+        items, rv = self.api.list_trusts()
+        fresh = {name: uid for name, uid in map(_name_uid, items) if name}
+        with self.lock:
+            before = self.view.trusts
+            self.view.trusts = fresh
+        old = before or {}
+        changed = {t for t in set(old) | set(fresh) if old.get(t) != fresh.get(t)}
+        log.info("listed %d DTRTrust(s)", len(fresh))
+        self._mark(changed, everything=before is None)
+        while not self.stopping.is_set():
+            for event in self.api.watch_trusts(rv):
+                if event.resource_version:
+                    rv = event.resource_version
+                if event.type == "BOOKMARK":
+                    continue
+                name, uid = _name_uid(event.object)
+                if not name:
+                    continue
+                with self.lock:
+                    trusts = self.view.trusts if self.view.trusts is not None else {}
+                    if event.type == "DELETED":
+                        trusts.pop(name, None)
+                    else:
+                        trusts[name] = uid
+                    self.view.trusts = trusts
+                log.debug("DTRTrust event %s for %s", event.type, name)
+                self._mark([name])
+
     def _node_once(self) -> None:
         node, rv = self.api.list_node()
         self._set_node(node)
@@ -260,6 +300,7 @@ class Agent:
                 return  # no complete view yet: touch nothing
             bundles = dict(self.view.bundles)
             labels = dict(self.view.labels)
+            existing = dict(self.view.trusts) if self.view.trusts is not None else None
             kubelet = self.view.kubelet_version
             dirty = set(self.view.dirty)
             everything = everything or self.view.all_dirty
@@ -275,7 +316,9 @@ class Agent:
         files = effective.HostFiles(host_root)
         self.config_signature = files.signature()
         considered = set(bundles) | owned if everything else dirty
-        actions = decide(bundles, labels, owned, self.policies, considered)
+        actions = decide(
+            bundles, labels, owned, self.policies, considered, existing, self.file_uids
+        )
         for action in actions:
             findings: list[effective.Finding] = []
             if action.bundle is not None:
@@ -354,6 +397,8 @@ class Agent:
                 log.warning("trust %s: %s: %s", trust, report.state, report.message)
             self.reports[trust] = report
             self.removed_at.pop(trust, None)
+            if action.bundle.owner_uid:
+                self.file_uids[trust] = action.bundle.owner_uid
         elif action.kind == "remove":
             previous = self.reports.get(trust)
             content_hash = previous.content_hash if previous else ""
@@ -371,10 +416,13 @@ class Agent:
             )
             self.reports[trust] = TrustReport(trust, content_hash, REMOVED, action.reason)
             self.removed_at[trust] = self.clock()
+            self.file_uids.pop(trust, None)
             if trust not in bundles:
                 self._forget_policy(trust)
         elif action.kind == "retain":
             self._note(trust, RETAINED, action.reason, logging.INFO, action.reason)
+        elif action.kind == "missing":
+            self._note(trust, ERROR, action.reason, logging.WARNING, action.reason)
         else:
             message = f"{action.reason}; its files are left as they are"
             self._note(trust, ERROR, action.reason, logging.ERROR, message)
@@ -527,6 +575,12 @@ class Agent:
             ),
             threading.Thread(
                 target=self._loop_with_backoff,
+                args=("DTRTrusts", self._trusts_once),
+                name="trusts",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._loop_with_backoff,
                 args=(f"Node {self.config.node_name}", self._node_once),
                 name="node",
                 daemon=True,
@@ -579,6 +633,11 @@ class Agent:
     def stop(self) -> None:
         self.stopping.set()
         self.changed.set()
+
+
+def _name_uid(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("name") or ""), str(meta.get("uid") or "")
 
 
 def _rv(obj: Mapping[str, Any] | None) -> str | None:

@@ -21,7 +21,8 @@ from dtrtrust import __version__
 
 log = logging.getLogger("dtrtrust")
 
-EXIT_OK, EXIT_NOT_READY, EXIT_USAGE = 0, 1, 2
+# The exit codes of `dtrtrust apply` (fixed by DESIGN.md); the other commands use the same.
+EXIT_OK, EXIT_NOT_READY, EXIT_USAGE, EXIT_HOST, EXIT_UNEXPECTED = 0, 1, 2, 3, 4
 
 
 class UsageError(Exception):
@@ -57,27 +58,36 @@ def cmd_apply(args: argparse.Namespace) -> int:
         opts.home = args.home
     try:
         manifests = apply.load_manifests(args.filename)
+        if args.delete and args.dry_run:
+            changes = apply.delete_plan(manifests, opts)
+            print("would change under the host root")
+            print("\n".join(apply.render_changes(changes)))
+            return EXIT_OK
+        if args.delete:
+            done = apply.delete_all(manifests, opts)
+            for removal in done:
+                print(f"{removal.action} {removal.path}")
+            restored = sum(r.action == "restored" for r in done)
+            print(f"{len(done) - restored} path(s) removed, {restored} restored")
+            return EXIT_OK
+        results = apply.apply_all(
+            manifests,
+            opts,
+            now=dt.datetime.now(dt.UTC),
+            network=LiveNetwork(),
+            dry_run=args.dry_run,
+        )
     except apply.InputError as exc:
         raise UsageError(str(exc)) from None
-    if args.delete and args.dry_run:
-        changes = apply.delete_plan(manifests, opts)
-        print("would change under the host root")
-        print("\n".join(apply.render_changes(changes)))
-        return EXIT_OK
-    if args.delete:
-        removed = apply.delete_all(manifests, opts)
-        for path in removed:
-            print(f"removed {path}")
-        print(f"{len(removed)} path(s) removed or restored")
-        return EXIT_OK
-    results = apply.apply_all(
-        manifests, opts, now=dt.datetime.now(dt.UTC), network=LiveNetwork(), dry_run=args.dry_run
-    )
+    except apply.HostError as exc:
+        print(f"dtrtrust: {exc}", file=sys.stderr)
+        return EXIT_HOST
     if args.dry_run:
         text = apply.render_plan(results) if args.output is None else None
         sys.stdout.write(text or apply.render(results, args.output))
         return EXIT_OK if all(r.changes is not None for r in results) else EXIT_NOT_READY
     sys.stdout.write(apply.render(results, args.output or "yaml"))
+    host_problem = False
     for r in results:
         if not r.ready:
             ready = next(c for c in r.status["conditions"] if c["type"] == "Ready")
@@ -85,7 +95,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 f"dtrtrust: {r.name} is not Ready: {ready['reason']}: {ready['message']}",
                 file=sys.stderr,
             )
-    return EXIT_OK if all(r.ready for r in results) else EXIT_NOT_READY
+            host_problem = host_problem or r.host_problem
+    if all(r.ready for r in results):
+        return EXIT_OK
+    return EXIT_HOST if host_problem else EXIT_NOT_READY
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -424,9 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--system-trust",
         action="store_true",
-        help="also install the CA bundle in the OS trust store "
-        "(/usr/local/share/ca-certificates + update-ca-certificates); "
-        "undone by --delete --system-trust",
+        help="also install the CA bundle in the OS trust store: Debian/Ubuntu "
+        "(/usr/local/share/ca-certificates + update-ca-certificates) or RHEL/Fedora "
+        "(/etc/pki/ca-trust/source/anchors + update-ca-trust extract); removed by --delete",
     )
     p.add_argument(
         "--delete",
@@ -576,4 +589,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Run again with --debug for details.",
             file=sys.stderr,
         )
-        return EXIT_NOT_READY
+        return EXIT_UNEXPECTED

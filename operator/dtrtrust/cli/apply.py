@@ -10,35 +10,85 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
+import errno
+import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from dtrtrust.cli import manifest_yaml
 from dtrtrust.contract import API_VERSION, CA_KEY, CLIENT_CERT_KEY, CLIENT_KEY_KEY, KIND
 from dtrtrust.core import conditions, layout
 from dtrtrust.core.conditions import Condition
+from dtrtrust.core.fingerprints import fingerprint_der
 from dtrtrust.core.network import Network
+from dtrtrust.core.pem import parse_certificates
 from dtrtrust.core.reconcile import Previous, reconcile
-from dtrtrust.core.spec import SpecError, parse_trust
+from dtrtrust.core.spec import SpecError, check_name, parse_trust
 from dtrtrust.core.status import invalid_spec_status, is_ready, nodes_verified, trust_status
 from dtrtrust.core.times import rfc3339
-from dtrtrust.node import effective, plan, probe, systemtrust, writer
+from dtrtrust.node import effective, fs, plan, probe, systemtrust, writer
 
 log = logging.getLogger("dtrtrust.apply")
 
-# Next to the writer's ownership record (<host root>/var/lib/dtrtrust), private like it.
-STATE_DIR = f"{writer.STATE_DIR}/apply"
+# apply's own state dir, inside the writer's (one location for the agent and apply on a
+# host: <host root>/var/lib/dtrtrust/apply), private like it. Where earlier versions kept
+# it: moved here before apply reads it (the writer's own migration runs later, when it
+# writes, and would leave apply's first run without its previous state).
+APPLY_STATE_SUBDIR = "apply"
+LEGACY_STATE_DIRS = (".dtrtrust/apply",)
+
+
+def state_dir() -> str:
+    """apply's state directory relative to the host root (follows the writer's)."""
+    return f"{writer.STATE_DIR}/{APPLY_STATE_SUBDIR}"
 
 
 class InputError(Exception):
     """Unusable input files (missing, not YAML). One line for the user."""
+
+
+class HostError(Exception):
+    """The host cannot take what apply must write (disk full, read-only, permissions,
+    I/O). One line for the user: what happened, which path, what to do."""
+
+
+# What to do about the host problems a user can fix, by errno.
+_HOST_HINTS = {
+    errno.ENOSPC: "no space left on the device: free space there and run again",
+    errno.EDQUOT: "disk quota exceeded: free space there and run again",
+    errno.EROFS: "the file system is read-only: remount it read-write "
+    "(or give another --host-root) and run again",
+    errno.EACCES: "permission denied: run as root (or as the owner of that directory)",
+    errno.EPERM: "operation not permitted: run as root and check the file's attributes (lsattr)",
+    errno.EIO: "I/O error: check the disk (dmesg) before running again",
+}
+
+
+def host_error(exc: OSError, path: Path | str) -> HostError:
+    """A HostError for ``exc`` raised on ``path``, with the remedy for the common causes."""
+    hint = _HOST_HINTS.get(
+        exc.errno or 0, f"{exc.strerror or exc}: check that directory and run again"
+    )
+    return HostError(f"cannot write {path}: {hint}; the previous files are unchanged")
+
+
+def _host_hint(message: str) -> str:
+    """The remedy for a writer message that names a known OS error (its strerror)."""
+    for code, hint in _HOST_HINTS.items():
+        if os.strerror(code) in message:
+            return f" ({hint}; the previous files are unchanged)"
+    return ""
 
 
 @dataclass
@@ -68,14 +118,16 @@ def load_manifests(paths: Sequence[str]) -> Manifests:
     found = Manifests()
     for path in paths:
         try:
-            text = sys.stdin.read() if path == "-" else Path(path).read_text()
-            docs = list(yaml.safe_load_all(text))
+            if path == "-":
+                data = manifest_yaml.read_bounded(sys.stdin.buffer, "stdin")
+            else:
+                with open(path, "rb") as fh:
+                    data = manifest_yaml.read_bounded(fh, path)
+            docs = manifest_yaml.load_documents(data, path)
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise InputError(f"{path} is not valid YAML{where}") from None
+        except manifest_yaml.ManifestError as exc:
+            raise InputError(str(exc)) from None
         for doc in docs:
             if doc is None:
                 continue
@@ -87,27 +139,40 @@ def load_manifests(paths: Sequence[str]) -> Manifests:
     return found
 
 
+def _field(doc: Mapping[str, Any], key: str, path: str, kind: type) -> Any:
+    """``doc[key]`` (an empty ``kind`` when absent), refusing a value of another type."""
+    value = doc.get(key)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        what = "a mapping" if kind is dict else "a list"
+        raise InputError(f"{path}: {doc.get('kind')} {key} must be {what}")
+    return value
+
+
 def _collect(doc: Mapping[str, Any], path: str, found: Manifests) -> None:
+    if not isinstance(doc, Mapping):
+        raise InputError(f"{path}: every document must be a Kubernetes object")
     kind = doc.get("kind")
-    name = str((doc.get("metadata") or {}).get("name", ""))
+    name = str(_field(doc, "metadata", path, dict).get("name", ""))
     if kind == "List":
-        for item in doc.get("items") or []:
+        for item in _field(doc, "items", path, list):
             _collect(item, path, found)
     elif kind == KIND:
         found.trusts.append(doc)
     elif kind == "Secret":
         data: dict[str, bytes] = {}
-        for key, value in (doc.get("data") or {}).items():
+        for key, value in _field(doc, "data", path, dict).items():
             try:
                 data[key] = base64.b64decode(str(value), validate=True)
             except (binascii.Error, ValueError):
                 raise InputError(f"{path}: Secret {name} key {key} is not base64") from None
-        for key, value in (doc.get("stringData") or {}).items():
+        for key, value in _field(doc, "stringData", path, dict).items():
             data[key] = str(value).encode()
         found.sources.secrets[name] = data
     elif kind == "ConfigMap":
         found.sources.config_maps[name] = {
-            str(k): str(v) for k, v in (doc.get("data") or {}).items()
+            str(k): str(v) for k, v in _field(doc, "data", path, dict).items()
         }
     else:
         log.warning(
@@ -125,6 +190,9 @@ class HostOptions:
     home: str = field(default_factory=lambda: os.environ.get("HOME", "/root"))
     system_trust: bool = False
     client_override: tuple[bytes, bytes] | None = None
+    # The OS store's update command, instead of the store's own (update-ca-certificates,
+    # update-ca-trust extract); when set it also runs for a host root other than /.
+    system_trust_command: Sequence[str] | None = None
     # The per-host probe with exactly the files written (spec.verify.nodes): address,
     # directory, with the client pair -> result. Tests pass their own.
     prober: Callable[[str, Path, bool], probe.ProbeResult] = field(
@@ -135,7 +203,7 @@ class HostOptions:
 
     @property
     def state_dir(self) -> Path:
-        return self.host_root / STATE_DIR
+        return self.host_root / state_dir()
 
     @property
     def home_rel(self) -> str:
@@ -150,47 +218,128 @@ class TrustResult:
     # --dry-run: what writing would change (None: nothing would be written at all).
     changes: list[plan.Change] | None = None
     dry_run: bool = False
+    # The host could not take the files (I/O, permissions, disk, a refused path):
+    # `dtrtrust apply` exits 3 rather than 1.
+    host_problem: bool = False
 
 
-def _state_path(opts: HostOptions, name: str) -> Path:
-    return opts.state_dir / f"{name}.json"
+def _state_rel(name: str, directory: str | None = None) -> str:
+    return f"{directory or state_dir()}/{name}.json"
+
+
+def _read_state(opts: HostOptions, rel: str) -> dict[str, Any] | None:
+    """The state at ``rel`` (None when absent), read without following any link."""
+    try:
+        raw = fs.read_file(opts.host_root, rel)
+    except FileNotFoundError:
+        return None  # no host root: the writer refuses it
+    except writer.WriterError as exc:
+        raise HostError(f"cannot use {opts.host_root / rel}: {exc}") from None
+    except OSError as exc:
+        raise host_error(exc, opts.host_root / rel) from None
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        log.warning("%s is not JSON; starting from an empty state", opts.host_root / rel)
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _load_state(opts: HostOptions, name: str) -> dict[str, Any]:
+    """apply's state for ``name`` ({} when there is none)."""
+    return _read_state(opts, _state_rel(name)) or {}
+
+
+def migrate_state(opts: HostOptions) -> None:
+    """Move every state file of a legacy location into :func:`state_dir` (one that is
+    already there wins), then remove the emptied legacy directory. Through the no-follow
+    walk: a link in the way is a HostError."""
+    for legacy in LEGACY_STATE_DIRS:
+        if legacy == state_dir():
+            continue
+        try:
+            with fs.closing(fs.open_root(opts.host_root)) as root_fd:
+                fd = fs.walk(root_fd, legacy)
+                if fd is None:
+                    continue
+                with fs.closing(fd):
+                    names = sorted(n for n in os.listdir(fd) if n.endswith(".json"))
+            for entry in names:
+                name = entry.removesuffix(".json")
+                old = _read_state(opts, _state_rel(name, legacy))
+                if old is not None and _read_state(opts, _state_rel(name)) is None:
+                    _write_state(opts, name, old)
+                    log.info("moved %s to %s", _state_rel(name, legacy), _state_rel(name))
+                _remove_state(opts, _state_rel(name, legacy))
+            parent, _, last = legacy.rpartition("/")
+            with fs.closing(fs.open_root(opts.host_root)) as root_fd:
+                pfd = fs.walk(root_fd, parent) if parent else os.dup(root_fd)
+                if pfd is not None:
+                    with fs.closing(pfd), contextlib.suppress(OSError):
+                        os.rmdir(last, dir_fd=pfd)  # only when empty
+        except FileNotFoundError:
+            return  # no host root: the writer refuses it
+        except writer.WriterError as exc:
+            raise HostError(f"cannot use {opts.host_root / legacy}: {exc}") from None
+        except OSError as exc:
+            raise host_error(exc, opts.host_root / legacy) from None
+
+
+def _write_state(opts: HostOptions, name: str, state: Mapping[str, Any]) -> None:
+    rel = _state_rel(name)
+    data = (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
     try:
-        data = json.loads(_state_path(opts, name).read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        fs.ensure_dir(opts.host_root, writer.STATE_DIR, writer.STATE_MODE)
+        fs.ensure_dir(opts.host_root, state_dir(), 0o700)
+        fs.write_file(opts.host_root, rel, data, 0o600)
+    except writer.WriterError as exc:
+        raise HostError(f"cannot write {opts.host_root / rel}: {exc}") from None
+    except OSError as exc:
+        raise host_error(exc, opts.host_root / rel) from None
+
+
+def _remove_state(opts: HostOptions, rel: str) -> None:
+    try:
+        fs.remove_file(opts.host_root, rel)
+    except writer.WriterError as exc:
+        raise HostError(f"cannot remove {opts.host_root / rel}: {exc}") from None
+    except OSError as exc:
+        raise host_error(exc, opts.host_root / rel) from None
 
 
 def _save_state(opts: HostOptions, name: str, state: Mapping[str, Any]) -> None:
-    path = _state_path(opts, name)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write apply's state for ``name`` when it differs from what is on disk; never
+    creates the host root itself (a missing one was refused by the writer)."""
+    if not opts.host_root.is_dir() or state == _load_state(opts, name):
+        return
+    _write_state(opts, name, state)
 
 
 def _host_nodes(
-    result: writer.SyncResult, findings: Sequence[effective.Finding] = ()
+    result: writer.SyncResult,
+    findings: Sequence[effective.Finding] = (),
+    host_root: Path = Path("/"),
 ) -> tuple[Condition, dict[str, Any]]:
     """NodesSynced and ``status.nodes`` for this one host, from what the writer did and
     what the effective-trust checks found (the same checks as the agent's)."""
     counts = {"desired": 1, "synced": 1, "summary": "1/1", "outOfSync": []}
     out_of_sync = {"desired": 1, "synced": 0, "summary": "0/1", "outOfSync": [HOST_NODE]}
     if result.error:
-        return conditions.failed(conditions.NODES_SYNCED, "NodeErrors", result.error), out_of_sync
+        message = f"host root {host_root}: {result.error}{_host_hint(result.error)}"
+        return conditions.failed(conditions.NODES_SYNCED, "NodeErrors", message), out_of_sync
     problems = [d for d in result.dirs if d.action not in ("written", "unchanged")]
     ok, message = effective.summary(findings)
     if not problems and not ok:
         return conditions.failed(conditions.NODES_SYNCED, "NotEffective", message), out_of_sync
     if not problems:
-        written = sum(d.action == "written" for d in result.dirs)
+        # No per-run counts here: an apply with nothing changed leaves the status (and
+        # apply's state file) exactly as it was. What was written is logged.
         return conditions.ok(
             conditions.NODES_SYNCED,
             "Synced",
-            f"{len(result.dirs)} director(ies) in place, {written} written."
+            f"{len(result.dirs)} director(ies) in place."
             + (f" Warning: {message}" if message else ""),
         ), counts
     first = problems[0]
@@ -198,8 +347,9 @@ def _host_nodes(
     return conditions.failed(
         conditions.NODES_SYNCED,
         reason,
-        f"{first.target} {first.address}: {first.message}"
-        + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+        f"{first.target} {first.address} ({host_root / first.path}): {first.message}"
+        + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        + (_host_hint(first.message) if reason == "NodeErrors" else ""),
     ), out_of_sync
 
 
@@ -240,6 +390,8 @@ def apply_trust(
         status = invalid_spec_status(previous_status, 0, exc.reason, exc.message, now=now)
         return TrustResult(name, status, False)
 
+    system_status: dict[str, Any] | None = None
+    system_record: dict[str, Any] | None = None
     verified: Condition | None = None
     previous_pem = state.get("bundlePEM")
     previous = Previous.from_status(
@@ -280,7 +432,7 @@ def apply_trust(
         )
         for finding in findings:
             log.warning("%s: %s", finding.target, finding.message)
-        nodes, counts = _host_nodes(result, findings)
+        nodes, counts = _host_nodes(result, findings, opts.host_root)
         if spec.verify_nodes and result.ok:
             first = dirs[0]
             found = opts.prober(
@@ -290,8 +442,14 @@ def apply_trust(
                 log.warning("probe of %s: %s: %s", first.address, found.reason, found.message)
             count, verified = nodes_verified([HOST_NODE], {HOST_NODE: found.to_dict(rfc3339(now))})
             counts = {**counts, "verified": count}
-        if opts.system_trust:
-            systemtrust.install(opts.host_root, spec.name, out.publish[CA_KEY])
+        if opts.system_trust and not result.error:
+            store = _install_system_trust(opts, spec.name, out.publish[CA_KEY], state)
+            system_status = store.to_status()
+            system_record = {"files": store.files, "pending": store.updated is False}
+            if store.problem and nodes.status == "True":
+                nodes = conditions.failed(
+                    conditions.NODES_SYNCED, "NotEffective", f"OS trust store: {store.problem}"
+                )
     else:
         nodes = conditions.unknown(
             conditions.NODES_SYNCED,
@@ -300,6 +458,8 @@ def apply_trust(
         )
         counts = None
     status = trust_status(spec, out, nodes, counts, previous_status, now=now, verified=verified)
+    if system_status is not None:
+        status["systemTrust"] = system_status
 
     new_state: dict[str, Any] = dict(state)
     new_state.update({k: status[k] for k in ("conditions", "bundle", "nodes") if k in status})
@@ -308,8 +468,59 @@ def apply_trust(
         new_state["files"] = files
     if out.publish is not None:
         new_state["bundlePEM"] = out.publish[CA_KEY].decode()
-    _save_state(opts, spec.name, new_state)
-    return TrustResult(spec.name, status, is_ready(status))
+    if system_record is not None:
+        new_state[SYSTEM_TRUST_KEY] = system_record
+    host_problem = out.publish is not None and nodes.reason == "NodeErrors"
+    try:
+        _save_state(opts, spec.name, new_state)
+    except HostError as exc:
+        if not host_problem:
+            raise
+        # The status already names the host problem the writer hit first.
+        log.warning("%s", exc)
+    return TrustResult(spec.name, status, is_ready(status), host_problem=host_problem)
+
+
+# apply's record of the OS trust store files it wrote for a trust:
+# {"files": {rel path: sha256 of the content}, "pending": the update command still to run}
+SYSTEM_TRUST_KEY = "systemTrust"
+
+
+def _system_record(state: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
+    record = state.get(SYSTEM_TRUST_KEY)
+    if not isinstance(record, Mapping):
+        return {}, False
+    files = record.get("files")
+    owned = {str(k): str(v) for k, v in files.items()} if isinstance(files, Mapping) else {}
+    return owned, bool(record.get("pending"))
+
+
+def _install_system_trust(
+    opts: HostOptions, trust: str, ca_pem: bytes, state: Mapping[str, Any]
+) -> systemtrust.Result:
+    """One OS-store file per certificate of the published bundle (split by the strict
+    PEM parser, named by fingerprint)."""
+    owned, pending = _system_record(state)
+    certificates = [
+        (
+            fingerprint_der(cert.public_bytes(Encoding.DER)),
+            cert.public_bytes(Encoding.PEM),
+        )
+        for cert in parse_certificates(ca_pem, source="the published bundle")
+    ]
+    try:
+        return systemtrust.install(
+            opts.host_root,
+            trust,
+            certificates,
+            owned,
+            pending=pending,
+            command_override=opts.system_trust_command,
+        )
+    except writer.WriterError as exc:
+        raise HostError(f"cannot write the OS trust store under {opts.host_root}: {exc}") from None
+    except OSError as exc:
+        raise host_error(exc, opts.host_root / (exc.filename or "")) from None
 
 
 def apply_all(
@@ -320,6 +531,7 @@ def apply_all(
     network: Network,
     dry_run: bool = False,
 ) -> list[TrustResult]:
+    migrate_state(opts)
     return [
         apply_trust(m, manifests.sources, opts, now=now, network=network, dry_run=dry_run)
         for m in manifests.trusts
@@ -346,19 +558,78 @@ def recorded_states(opts: HostOptions) -> dict[str, dict[str, Any]]:
     return {name: _load_state(opts, name) for name in names}
 
 
-def delete_all(manifests: Manifests, opts: HostOptions) -> list[str]:
-    """Remove what each trust owns on this host (restoring files it had backed up)."""
-    removed: list[str] = []
+@dataclass(frozen=True)
+class Removal:
+    path: str  # relative to the host root
+    action: str  # "removed" | "restored" (a foreign file dtrtrust had replaced is back)
+
+
+def delete_all(manifests: Manifests, opts: HostOptions) -> list[Removal]:
+    """Remove what each trust owns on this host (restoring files it had backed up).
+    Every name is checked before anything is removed."""
+    names: list[str] = []
     for m in manifests.trusts:
-        name = str((m.get("metadata") or {}).get("name", ""))
-        if not name:
-            continue
+        try:
+            names.append(check_name((m.get("metadata") or {}).get("name")))
+        except SpecError as exc:
+            raise InputError(f"{KIND} {exc.message}: fix the manifest") from None
+    migrate_state(opts)
+    done: list[Removal] = []
+    for name in names:
         result = writer.remove_trust(opts.host_root, name)
-        removed.extend(result.removed)
-        if opts.system_trust:
-            systemtrust.remove(opts.host_root, name)
-        _state_path(opts, name).unlink(missing_ok=True)
-    return removed
+        if result.error:
+            raise HostError(f"cannot remove the files of {name}: {result.error}")
+        for path in result.removed:
+            # The writer lists removed and restored paths alike; a path that exists
+            # after the removal is a foreign file put back.
+            restored = os.path.lexists(opts.host_root / path)
+            done.append(Removal(path, "restored" if restored else "removed"))
+        failed = [d for d in result.dirs if d.action == "error"]
+        if failed:
+            raise HostError(f"cannot remove {failed[0].path}: {failed[0].message}")
+        state = _load_state(opts, name)
+        owned, pending = _system_record(state)
+        if opts.system_trust and not owned:
+            owned = _legacy_system_files(opts, name)
+        if owned:
+            try:
+                store = systemtrust.remove(
+                    opts.host_root,
+                    owned,
+                    pending=pending,
+                    command_override=opts.system_trust_command,
+                )
+            except writer.WriterError as exc:
+                raise HostError(
+                    f"cannot remove the OS trust store files of {name}: {exc}"
+                ) from None
+            except OSError as exc:
+                raise host_error(exc, opts.host_root / (exc.filename or "")) from None
+            done.extend(Removal(rel, "removed") for rel in store.removed)
+            if store.problem:
+                log.warning("OS trust store: %s", store.problem)
+            elif store.note:
+                log.warning("OS trust store: %s", store.note)
+        _remove_state(opts, _state_rel(name))
+    return done
+
+
+def _legacy_system_files(opts: HostOptions, trust: str) -> dict[str, str]:
+    """The OS-store files earlier versions wrote without a record (Debian layout,
+    ``dtrtrust-<trust>-<index>.crt``): exactly those names, never a prefix match."""
+    directory = "usr/local/share/ca-certificates"
+    pattern = re.compile(rf"dtrtrust-{re.escape(trust)}-[0-9]+\.crt")
+    try:
+        names = sorted(n for n in os.listdir(opts.host_root / directory) if pattern.fullmatch(n))
+    except OSError:
+        return {}
+    found: dict[str, str] = {}
+    for n in names:
+        rel = f"{directory}/{n}"
+        data = fs.read_file(opts.host_root, rel)
+        if data is not None:
+            found[rel] = "sha256:" + hashlib.sha256(data).hexdigest()
+    return found
 
 
 def _document(r: TrustResult) -> dict[str, Any]:

@@ -105,11 +105,12 @@ def compose_bundle(
     now: dt.datetime,
     max_bytes: int = MAX_BUNDLE_BYTES,
 ) -> Bundle:
-    """Compose a CA bundle from (source name, PEM bytes) pairs: strict parse, keep
-    only CA certificates, drop expired ones (warning), dedupe by DER SHA-256, sort
-    deterministically (subject, then SHA-256). Empty result -> CertError(Empty/NotACA/Expired):
-    Expired when at least one CA certificate was found but every one had expired, NotACA when
-    only non-CA certificates were found, Empty when there were no certificates at all."""
+    """Compose a CA bundle from (source name, PEM bytes) pairs: strict parse, refuse any
+    certificate that is not a CA (CertError NotACA, naming it and its source: a trust
+    bundle holds only CA certificates, as the contract's BundleValid says), drop expired
+    CAs (warning), dedupe by DER SHA-256, sort deterministically (subject, then SHA-256).
+    Empty result -> CertError(Empty/Expired): Expired when at least one CA certificate was
+    found but every one had expired, Empty when there were no certificates at all."""
     require_aware(now)
     total = sum(len(data) for _, data in sources)
     check_size(
@@ -127,18 +128,23 @@ def compose_bundle(
             origins.setdefault(summary.sha256, []).append(source)
 
     ordered = sorted(found.values(), key=lambda cs: (cs[1].subject, cs[1].sha256))
+    leaves = [s for _, s in ordered if not s.is_ca]
+    if leaves:
+        first = leaves[0]
+        more = f" (and {len(leaves) - 1} more)" if len(leaves) > 1 else ""
+        raise CertError(
+            "NotACA",
+            f"{first.label} in {_from(origins[first.sha256])} is not a CA certificate "
+            f"(no basicConstraints CA:TRUE; e.g. a server certificate){more}: remove it "
+            "and give the CA that issued it; a trust bundle holds only CA certificates. "
+            "The last good bundle stays in place",
+        )
     kept: list[tuple[x509.Certificate, CertSummary]] = []
     warnings: list[str] = []
-    non_ca = expired = 0
+    expired = 0
     for cert, s in ordered:
         where = _from(origins[s.sha256])
-        if not s.is_ca:
-            non_ca += 1
-            warnings.append(
-                f"dropped {s.label} from {where}: not a CA certificate (no basicConstraints "
-                "CA:TRUE); a trust bundle holds only CA certificates"
-            )
-        elif now > s.not_after:
+        if now > s.not_after:
             expired += 1
             warnings.append(
                 f"dropped {s.label} from {where}: expired at {rfc3339(s.not_after)}; "
@@ -160,18 +166,10 @@ def compose_bundle(
     names = _from(name for name, _ in sources) or "(no sources)"
     if not kept:
         if expired:
-            extra = f" (and {non_ca} non-CA certificate(s) were dropped)" if non_ca else ""
             raise CertError(
                 "Expired",
-                f"every CA certificate in {names} has expired{extra}: add the current CA "
+                f"every CA certificate in {names} has expired: add the current CA "
                 "certificate; the last good bundle stays in place",
-            )
-        if non_ca:
-            raise CertError(
-                "NotACA",
-                f"{names} hold(s) no CA certificate, only {non_ca} non-CA certificate(s) "
-                "(e.g. a server certificate): give the CA that issued them (basicConstraints "
-                "CA:TRUE)",
             )
         raise CertError(
             "Empty",

@@ -205,12 +205,20 @@ def parse_trust(manifest: Mapping[str, Any]) -> TrustSpec:
             f"{manifest.get('apiVersion')} {manifest.get('kind')}",
         )
     meta = _mapping(manifest.get("metadata"), "metadata")
-    name = _str(meta.get("name"), "metadata.name", required=True)
+    name = check_name(meta.get("name"))
+    generation = meta.get("generation") or 0
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+        raise SpecError("metadata.generation", "must be a non-negative integer")
+    return parse_spec(name, _mapping(manifest.get("spec"), "spec"), generation=generation)
+
+
+def check_name(value: Any) -> str:
+    """A DTRTrust's ``metadata.name``: a DNS subdomain short enough for its Secret name."""
+    name = _str(value, "metadata.name", required=True)
     assert name is not None
     if not _NAME_RE.match(name) or len(name) > 253 - len(SECRET_PREFIX):
         raise SpecError("metadata.name", f"{name!r} is not a valid object name")
-    generation = meta.get("generation") or 0
-    return parse_spec(name, _mapping(manifest.get("spec"), "spec"), generation=int(generation))
+    return name
 
 
 def parse_spec(name: str, spec: Mapping[str, Any], *, generation: int = 0) -> TrustSpec:

@@ -1,10 +1,10 @@
 """The agent's API layer: pykube-ng (requests), nothing else.
 
 The agent runs on every node, so it stays small: no ``kubernetes`` client, no kopf.
-This module only moves JSON: list and watch the bundle Secrets and the agent's own
-Node, read/write its DTRTrustNode report, and remove the Node's startup taint (a JSON
-patch guarded by a ``test`` op). What the agent does with them is in
-:mod:`dtrtrust.agent`.
+This module only moves JSON: list and watch the bundle Secrets, the DTRTrusts (whether
+each exists, read-only) and the agent's own Node, read/write its DTRTrustNode report,
+and remove the Node's startup taint (a JSON patch guarded by a ``test`` op). What the
+agent does with them is in :mod:`dtrtrust.agent`.
 
 Watches are resourceVersion based: list once, then watch from the list's version;
 a ``410 Gone`` (the version is too old) raises :class:`Gone` and the caller lists
@@ -23,7 +23,7 @@ from typing import Any
 import pykube
 import requests
 
-from dtrtrust.contract import API_VERSION, NODE_REPORT_PLURAL
+from dtrtrust.contract import API_VERSION, NODE_REPORT_PLURAL, PLURAL
 
 log = logging.getLogger("dtrtrust.kube.node")
 
@@ -108,11 +108,19 @@ class NodeApi:
         return data
 
     def _list(
-        self, what: str, *, namespace: str | None, url: str, params: Mapping[str, str]
+        self,
+        what: str,
+        *,
+        namespace: str | None,
+        url: str,
+        params: Mapping[str, str],
+        version: str | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         kwargs: dict[str, Any] = {"url": url, "params": dict(params)}
         if namespace is not None:
             kwargs["namespace"] = namespace
+        if version is not None:
+            kwargs["version"] = version
         data = self._json(self._call("get", what, **kwargs), what)
         rv = str((data.get("metadata") or {}).get("resourceVersion") or "")
         return list(data.get("items") or []), rv
@@ -125,6 +133,7 @@ class NodeApi:
         url: str,
         params: Mapping[str, str],
         resource_version: str,
+        version: str | None = None,
     ) -> Iterator[WatchEvent]:
         query = {
             **params,
@@ -141,6 +150,8 @@ class NodeApi:
         }
         if namespace is not None:
             kwargs["namespace"] = namespace
+        if version is not None:
+            kwargs["version"] = version
         resp = self._call("get", what, **kwargs)
         with resp:
             if resp.status_code >= 400:
@@ -179,6 +190,26 @@ class NodeApi:
             url="secrets",
             params={"labelSelector": label_selector},
             resource_version=resource_version,
+        )
+
+    # --- DTRTrusts (cluster-scoped, read-only) --------------------------------------
+    # Only whether each trust exists and its uid matter: a missing bundle Secret removes
+    # files only when its DTRTrust is really gone.
+
+    def list_trusts(self) -> tuple[list[dict[str, Any]], str]:
+        """Every DTRTrust and the list's resourceVersion."""
+        return self._list(
+            "listing DTRTrusts", namespace=None, url=PLURAL, params={}, version=API_VERSION
+        )
+
+    def watch_trusts(self, resource_version: str) -> Iterator[WatchEvent]:
+        return self._watch(
+            "watching DTRTrusts",
+            namespace=None,
+            url=PLURAL,
+            params={},
+            resource_version=resource_version,
+            version=API_VERSION,
         )
 
     # --- the agent's own Node -------------------------------------------------------

@@ -1,8 +1,8 @@
 """Pure builders of the bundle Secret the operator writes, and its freshness check.
 
 The bundle Secret carries everything an agent needs in its annotations (addresses,
-targets, node selector, deletion policy, content hash), so agents read Secrets and
-Nodes only, never DTRTrusts.
+targets, node selector, deletion policy, content hash): agents write nothing they
+did not get from it, and read DTRTrusts only to learn whether each still exists.
 """
 
 from __future__ import annotations
