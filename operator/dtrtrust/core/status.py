@@ -126,3 +126,25 @@ def is_ready(status: Mapping[str, Any]) -> bool:
         [Condition.from_dict(c) for c in status.get("conditions") or []], conditions.READY
     )
     return ready is not None and ready.status == conditions.TRUE
+
+
+def status_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns status ``before`` into ``after``.
+
+    A merge patch never removes a key by itself: a key of ``before`` that ``after`` lacks
+    is sent as None, recursively through objects, so that (for instance)
+    ``bundle.clientCertificate`` disappears once the spec stops naming one. Lists are
+    replaced whole, as a merge patch does."""
+    patch: dict[str, Any] = {}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            inner = status_patch(old, value)
+            if inner:
+                patch[key] = inner
+        elif key not in before or old != value:
+            patch[key] = value
+    for key in before:
+        if key not in after:
+            patch[key] = None
+    return patch

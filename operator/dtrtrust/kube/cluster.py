@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import functools
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,10 +49,39 @@ class ExistingSecret:
 
 
 class ApiUnavailable(Exception):
-    """The API server refused or failed a call that should have worked."""
+    """The API server refused or failed a call that should have worked (retry)."""
+
+
+class ApiRejected(ApiUnavailable):
+    """The API server rejected a call for good (a 4xx other than 404, 409 and 429):
+    retrying the same request will not help; the message carries the server's text."""
+
+
+# 4xx answers that a retry can fix: 404 (callers treat as absent), conflict, throttled.
+RETRYABLE_4XX = frozenset({404, 408, 409, 429})
+
+# (connect, read) seconds for every call: a half-open connection cannot hold a reconcile.
+DEFAULT_TIMEOUT = (5.0, 30.0)
+
+
+def _server_text(exc: ApiException) -> str:
+    """The API server's own message (a Status object's ``message``), else its reason."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])[:1000]
+    return str(exc.reason or "")
 
 
 def _api_error(exc: ApiException, what: str) -> ApiUnavailable:
+    status = int(exc.status or 0)
+    if 400 <= status < 500 and status not in RETRYABLE_4XX:
+        return ApiRejected(
+            f"{what}: API server rejected it ({status}): {_server_text(exc)}; "
+            "fix the object or the operator's RBAC, retrying will not help"
+        )
     return ApiUnavailable(f"{what}: API server answered {exc.status} {exc.reason}")
 
 
@@ -84,18 +114,38 @@ def load_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+class _Timed:
+    """An API object whose every call carries ``_request_timeout`` (connect, read)."""
+
+    def __init__(self, api: Any, timeout: tuple[float, float]) -> None:
+        self._api = api
+        self._timeout = timeout
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._api, name)
+        if callable(attr) and not name.startswith("_"):
+            return functools.partial(attr, _request_timeout=self._timeout)
+        return attr
+
+
 @dataclass
 class Kube:
     api: client.ApiClient
     namespace: str
+    # (connect, read) seconds for every call; see DEFAULT_TIMEOUT.
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT
 
     @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
+    def core(self) -> Any:
+        return _Timed(client.CoreV1Api(self.api), self.timeout)
 
     @property
-    def custom(self) -> client.CustomObjectsApi:
-        return client.CustomObjectsApi(self.api)
+    def custom(self) -> Any:
+        return _Timed(client.CustomObjectsApi(self.api), self.timeout)
+
+    @property
+    def apps(self) -> Any:
+        return _Timed(client.AppsV1Api(self.api), self.timeout)
 
     # --- sources (reconcile.Sources) -------------------------------------------------
 
@@ -148,7 +198,13 @@ class Kube:
             if exists:
                 self.core.replace_namespaced_secret(name, self.namespace, body)
             else:
-                self.core.create_namespaced_secret(self.namespace, body)
+                try:
+                    self.core.create_namespaced_secret(self.namespace, body)
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                    # It exists already (what we read lagged behind): replace it.
+                    self.core.replace_namespaced_secret(name, self.namespace, body)
         except ApiException as exc:
             raise _api_error(exc, f"writing Secret {self.namespace}/{name}") from None
 
@@ -173,10 +229,12 @@ class Kube:
         return dict(obj)
 
     @_transport_errors
-    def patch_trust_status(self, name: str, status: Mapping[str, Any]) -> None:
+    def patch_trust_status(self, name: str, patch: Mapping[str, Any]) -> None:
+        """A JSON merge patch of ``status``; a key that went away must be in ``patch``
+        as None (:func:`dtrtrust.core.status.status_patch`), or it stays for ever."""
         try:
             self.custom.patch_cluster_custom_object_status(
-                API_GROUP, VERSION, PLURAL, name, {"status": dict(status)}
+                API_GROUP, VERSION, PLURAL, name, {"status": dict(patch)}
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -189,7 +247,8 @@ class Kube:
     def node_names(self, selector: Mapping[str, str]) -> list[str]:
         """Linux nodes matching ``selector``."""
         labels = {"kubernetes.io/os": "linux", **selector}
-        label_selector = ",".join(f"{k}={v}" if v else k for k, v in sorted(labels.items()))
+        # "k=" is "k equals the empty string", as in a Pod's nodeSelector.
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         try:
             nodes = self.core.list_node(label_selector=label_selector)
         except ApiException as exc:
@@ -207,17 +266,8 @@ class Kube:
             raise _api_error(exc, f"listing DTRTrustNodes in {self.namespace}") from None
         reports: NodeReports = {}
         for item in result.get("items") or []:
-            status = item.get("status") or {}
-            node = str(status.get("nodeName") or (item.get("metadata") or {}).get("name"))
-            reports[node] = {
-                str(t.get("name")): (
-                    str(t.get("contentHash") or ""),
-                    str(t.get("state") or ""),
-                    str(t.get("message") or ""),
-                )
-                for t in status.get("trusts") or []
-                if t.get("name")
-            }
+            node, entries = report_entries(item)
+            reports[node] = entries
         return reports
 
     # --- the agent DaemonSet ----------------------------------------------------------
@@ -226,7 +276,7 @@ class Kube:
     def read_daemonset(self, name: str) -> dict[str, Any] | None:
         """The live DaemonSet as a plain dict (camelCase, as kubectl shows it), or None."""
         try:
-            live = client.AppsV1Api(self.api).read_namespaced_daemon_set(name, self.namespace)
+            live = self.apps.read_namespaced_daemon_set(name, self.namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -237,7 +287,7 @@ class Kube:
     def write_daemonset(self, body: Mapping[str, Any], *, exists: bool) -> None:
         """Create the DaemonSet, or replace it (``body`` carries the live resourceVersion,
         so a concurrent edit makes the replace fail instead of being overwritten)."""
-        apps = client.AppsV1Api(self.api)
+        apps = self.apps
         name = body["metadata"]["name"]
         try:
             if exists:
@@ -286,3 +336,32 @@ class Kube:
                 exc.status,
                 exc.reason,
             )
+
+
+# --- raw objects (as watches deliver them) ------------------------------------------
+
+
+def report_entries(body: Mapping[str, Any]) -> tuple[str, dict[str, tuple[str, str, str]]]:
+    """A DTRTrustNode report: (node, trust -> (content hash, state, message))."""
+    status = body.get("status") or {}
+    node = str(status.get("nodeName") or (body.get("metadata") or {}).get("name"))
+    return node, {
+        str(t.get("name")): (
+            str(t.get("contentHash") or ""),
+            str(t.get("state") or ""),
+            str(t.get("message") or ""),
+        )
+        for t in status.get("trusts") or []
+        if t.get("name")
+    }
+
+
+def existing_secret(body: Mapping[str, Any]) -> ExistingSecret:
+    """A Secret as a watch delivers it (base64 data, camelCase metadata)."""
+    meta = body.get("metadata") or {}
+    return ExistingSecret(
+        data={k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()},
+        annotations=dict(meta.get("annotations") or {}),
+        labels=dict(meta.get("labels") or {}),
+        owner_uids=tuple(str(o.get("uid")) for o in meta.get("ownerReferences") or ()),
+    )
