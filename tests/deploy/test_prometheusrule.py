@@ -43,10 +43,10 @@ def test_rules_use_only_metric_names_the_operator_exports() -> None:
     from dtrtrust.operator import metrics
 
     exported = {
-        metrics.CERT_EXPIRY._name,
+        metrics.CERT_EXPIRY,
         metrics.RECONCILE_TOTAL._name + "_total",
-        metrics.NODES_DESIRED._name,
-        metrics.NODES_SYNCED._name,
+        metrics.NODES_DESIRED,
+        metrics.NODES_SYNCED,
         metrics.CA_FETCH_DURATION._name,
     }
     assert exported == FIXED_METRICS
