@@ -76,7 +76,7 @@ class RecordingKube(Kube):
     def patch_trust_status(self, name: str, patch: Mapping[str, Any]) -> None:
         self.writes.append(("status", name))
         body = next(iter(self.state.trusts[name]))
-        merge(body.setdefault("status", {}), patch)
+        body["status"] = merge(copy.deepcopy(body.get("status") or {}), patch)  # a new object
 
     def post_event(self, *args: Any, **kwargs: Any) -> None:
         self.writes.append(("event", str(args[2])))
@@ -334,3 +334,51 @@ def test_the_namespace_flag_beats_the_environment() -> None:
     operator_environment(argparse.Namespace(namespace="from-flag", metrics_port=9), env)
     assert Config.from_env(env).namespace == "from-flag"
     assert Config.from_env(env).metrics_port == 9
+
+
+def test_a_registry_outage_with_an_unchanged_spec_keeps_ready_true(
+    world: tuple[Controller, IndexedState, RecordingKube],
+) -> None:
+    from dtrtrust.core.network import FetchError
+
+    ctrl, state, kube = world
+    body = trust("out", ca={"fetch": {"pinnedSHA256": [ROOT.fingerprint]}})
+    put_trust(state, body)
+    assert asyncio.run(ctrl.reconcile("out", fresh=True)).kind == "ready"
+    published = body["status"]["bundle"]["sha256"]
+    assert isinstance(ctrl.network, StubNetwork)
+    ctrl.network.fetch_error = FetchError("FetchFailed", "connection refused")
+    kube.writes.clear()
+    asyncio.run(ctrl.reconcile("out", fresh=True))
+    conds = {c["type"]: c for c in body["status"]["conditions"]}
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("True", "Ready")
+    assert (conds["CAAvailable"]["status"], conds["CAAvailable"]["reason"]) == (
+        "False",
+        "FetchFailed",
+    )
+    assert "refresh failing since" in conds["CAAvailable"]["message"]
+    assert published in conds["CAAvailable"]["message"]
+    assert conds["BundleValid"]["status"] == conds["RegistryVerified"]["status"] == "True"
+    assert ("event", "FetchFailed") in kube.writes  # a Warning, though Ready stays True
+    # Nothing changes on the next failing round: no status write.
+    kube.writes.clear()
+    asyncio.run(ctrl.reconcile("out", fresh=True))
+    assert kube.writes == []
+
+
+def test_a_spec_change_that_cannot_be_verified_is_not_ready(
+    world: tuple[Controller, IndexedState, RecordingKube],
+) -> None:
+    from dtrtrust.core.network import FetchError
+
+    ctrl, state, _ = world
+    body = trust("chg", ca={"fetch": {"pinnedSHA256": [ROOT.fingerprint]}})
+    put_trust(state, body)
+    asyncio.run(ctrl.reconcile("chg", fresh=True))
+    assert isinstance(ctrl.network, StubNetwork)
+    ctrl.network.fetch_error = FetchError("FetchFailed", "connection refused")
+    body["spec"]["aliases"] = ["dtr2.example.com"]
+    body["metadata"]["generation"] = 2
+    asyncio.run(ctrl.reconcile("chg", fresh=True))
+    conds = {c["type"]: c for c in body["status"]["conditions"]}
+    assert conds["Ready"]["status"] == "False"

@@ -10,10 +10,13 @@ else raises :class:`ApiUnavailable` (the caller turns it into a retry).
 from __future__ import annotations
 
 import base64
+import collections
 import datetime as dt
 import functools
 import json
 import logging
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -114,8 +117,24 @@ def load_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+# Requests this process sent through Kube, per API method (read by /metrics and the
+# scale benchmark: a resync with nothing changed must not add per-trust requests).
+REQUESTS: collections.Counter[str] = collections.Counter()
+_REQUESTS_LOCK = threading.Lock()
+
+
+def _counted(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with _REQUESTS_LOCK:
+            REQUESTS[name] += 1
+        return method(*args, **kwargs)
+
+    return call
+
+
 class _Timed:
-    """An API object whose every call carries ``_request_timeout`` (connect, read)."""
+    """An API object whose every call carries ``_request_timeout`` (connect, read) and
+    is counted in :data:`REQUESTS`."""
 
     def __init__(self, api: Any, timeout: tuple[float, float]) -> None:
         self._api = api
@@ -124,7 +143,7 @@ class _Timed:
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._api, name)
         if callable(attr) and not name.startswith("_"):
-            return functools.partial(attr, _request_timeout=self._timeout)
+            return _counted(functools.partial(attr, _request_timeout=self._timeout), name)
         return attr
 
 
@@ -341,15 +360,33 @@ class Kube:
 # --- raw objects (as watches deliver them) ------------------------------------------
 
 
+# Equal report entries are one object: with 1,000 nodes x 1,000 trusts, the reports
+# are a million entries but only as many distinct ones as trusts x states.
+_ENTRIES: dict[tuple[str, str, str], tuple[str, str, str]] = {}
+_ENTRIES_MAX = 200_000
+
+
+def _shared(entry: tuple[str, str, str]) -> tuple[str, str, str]:
+    found = _ENTRIES.get(entry)
+    if found is not None:
+        return found
+    if len(_ENTRIES) >= _ENTRIES_MAX:
+        _ENTRIES.clear()  # old hashes; live reports keep their own references
+    _ENTRIES[entry] = entry
+    return entry
+
+
 def report_entries(body: Mapping[str, Any]) -> tuple[str, dict[str, tuple[str, str, str]]]:
     """A DTRTrustNode report: (node, trust -> (content hash, state, message))."""
     status = body.get("status") or {}
-    node = str(status.get("nodeName") or (body.get("metadata") or {}).get("name"))
+    node = sys.intern(str(status.get("nodeName") or (body.get("metadata") or {}).get("name")))
     return node, {
-        str(t.get("name")): (
-            str(t.get("contentHash") or ""),
-            str(t.get("state") or ""),
-            str(t.get("message") or ""),
+        sys.intern(str(t.get("name"))): _shared(
+            (
+                str(t.get("contentHash") or ""),
+                str(t.get("state") or ""),
+                str(t.get("message") or ""),
+            )
         )
         for t in status.get("trusts") or []
         if t.get("name")

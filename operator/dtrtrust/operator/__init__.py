@@ -116,8 +116,18 @@ def resync_progress(memo: kopf.Memo, **_: Any) -> str:
 
 @kopf.index(API_GROUP, VERSION, PLURAL)
 def trust_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
-    """name -> the DTRTrust as last watched (kopf's raw object of that event)."""
-    return {name: dict(body)}
+    """name -> the DTRTrust as last watched, without managedFields and kopf's copy of
+    the spec (the reconcile reads neither)."""
+    meta = {k: v for k, v in body.metadata.items() if k not in ("managedFields", "annotations")}
+    return {
+        name: {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": meta,
+            "spec": body.get("spec") or {},
+            "status": body.get("status") or {},
+        }
+    }
 
 
 def _ours(namespace: str | None) -> bool:
@@ -140,12 +150,24 @@ def node_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
 
 
 @kopf.index(API_GROUP, VERSION, NODE_REPORT_PLURAL)
-def report_index(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
-    """trust -> (node, content hash, state, message), one value per node."""
+def report_index(namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> Any:
+    """node -> {trust: (content hash, state, message)}. Also the report's change
+    trigger: the controller diffs it against the node's previous report and queues
+    only the trusts whose entry changed (and shares the parsed entries with us)."""
     if not _ours(namespace):
         return None
+    ctrl = _running(memo)
+    if ctrl is not None:
+        entries = ctrl.report_changed(body)
+        node = str(
+            (body.get("status") or {}).get("nodeName") or body.get("metadata", {}).get("name")
+        )
+        return {node: entries}
     node, entries = report_entries(body)
-    return {trust: (node, *entry) for trust, entry in entries.items()}
+    return {node: entries}
+
+
+# --- the DTRTrusts themselves ------------------------------------------------------
 
 
 @kopf.on.resume(API_GROUP, VERSION, PLURAL)
@@ -175,14 +197,14 @@ def _running(memo: kopf.Memo) -> Controller | None:
 
 
 @kopf.on.event(API_GROUP, VERSION, NODE_REPORT_PLURAL)
-def node_report_changed(
+def node_report_deleted(
     body: kopf.Body, type: str | None, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    """An agent's report changed: queue the trusts whose entry changed, so NodesSynced
-    and Ready follow within a second instead of at the next resync."""
+    """A report went (its Node went): queue the trusts it named. Changes are queued by
+    report_index, so NodesSynced and Ready follow within a second."""
     ctrl = _running(memo)
-    if ctrl is not None and namespace == ctrl.config.namespace:
-        ctrl.report_changed(body, deleted=type == "DELETED")
+    if ctrl is not None and namespace == ctrl.config.namespace and type == "DELETED":
+        ctrl.report_changed(body, deleted=True)
 
 
 @kopf.on.event("v1", "nodes")

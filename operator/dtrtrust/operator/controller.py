@@ -259,8 +259,11 @@ class Controller:
 
         await asyncio.gather(*(one(n) for n in names))
 
-    def report_changed(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
-        """An agent's report changed: queue only the trusts whose entry changed."""
+    def report_changed(
+        self, body: Mapping[str, Any], *, deleted: bool = False
+    ) -> dict[str, tuple[str, str, str]]:
+        """An agent's report changed: queue only the trusts whose entry changed. Returns
+        the parsed entries (the report index keeps this very object: no second copy)."""
         node, entries = report_entries(body)
         new = {} if deleted else entries
         old = self._reports.get(node, {})
@@ -269,6 +272,7 @@ class Controller:
         else:
             self._reports.pop(node, None)
         self.mark_dirty(t for t in old.keys() | new.keys() if old.get(t) != new.get(t))
+        return entries
 
     def node_changed(self, name: str, labels: Mapping[str, str] | None) -> None:
         """A Node appeared, went or changed labels: every trust's desired set may
@@ -473,10 +477,22 @@ class Controller:
         self.statuses[name] = dict(status)
         if dict(status) == dict(before):
             return  # nothing changed: no write
+        was = {c.get("type"): c for c in before.get("conditions") or []}
+        now_ = {c.get("type"): c for c in status.get("conditions") or []}
         self.kube.patch_trust_status(name, status_patch(before, status))
         self._written[name] = dict(status)
-        old = {c.get("type"): c for c in before.get("conditions") or []}.get(conditions.READY)
-        new = {c.get("type"): c for c in status.get("conditions") or []}.get(conditions.READY)
+        old, new = was.get(conditions.READY), now_.get(conditions.READY)
+        ca_was, ca_now = was.get(conditions.CA_AVAILABLE) or {}, now_.get(conditions.CA_AVAILABLE)
+        if (
+            ca_now is not None
+            and ca_now.get("status") == conditions.FALSE
+            and ca_was.get("status") != conditions.FALSE
+            and new is not None
+            and new.get("status") == conditions.TRUE
+        ):  # Ready stays True; the failing refresh still deserves a Warning
+            self.kube.post_event(
+                body, "Warning", str(ca_now.get("reason")), str(ca_now.get("message")), now=now
+            )
         if new and (
             old is None
             or (old.get("status"), old.get("reason")) != (new.get("status"), new.get("reason"))

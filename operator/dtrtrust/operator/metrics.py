@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from dtrtrust.core.times import parse_rfc3339
+from dtrtrust.kube.cluster import REQUESTS
 
 RECONCILE_TOTAL = Counter(
     "dtrtrust_reconcile_total",
@@ -84,6 +85,19 @@ def trust_metrics(statuses: Statuses) -> list[Metric]:
     return [expiry, desired, synced, condition]
 
 
+def request_metrics() -> Metric:
+    """Kubernetes API requests this operator sent (its kopf watches not included)."""
+    family = CounterMetricFamily(
+        "dtrtrust_api_requests",
+        "Kubernetes API requests sent by the operator's reconciles, by client method "
+        "(watches and kopf's own bookkeeping not included).",
+        labels=["method"],
+    )
+    for method, count in sorted(dict(REQUESTS).items()):
+        family.add_metric([method], count)
+    return family
+
+
 class TrustCollector(Collector):
     """Collects :func:`trust_metrics` from a source of the current statuses."""
 
@@ -92,6 +106,7 @@ class TrustCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from trust_metrics(dict(self.source()))
+        yield request_metrics()
 
 
 COLLECTOR = TrustCollector()

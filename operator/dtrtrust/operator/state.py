@@ -63,7 +63,7 @@ class IndexedState:
     secrets: Index  # name -> ExistingSecret (operator namespace)
     config_maps: Index  # name -> data (operator namespace)
     nodes: Index  # name -> labels
-    reports: Index  # trust -> (node, content hash, state, message)
+    reports: Index  # node -> {trust: (content hash, state, message)}
     # Desired nodes per selector, valid while ``nodes_version`` is unchanged.
     nodes_version: int = 0
     _desired: dict[tuple[tuple[str, str], ...], tuple[int, list[str]]] = field(default_factory=dict)
@@ -100,7 +100,12 @@ class IndexedState:
         return names
 
     def trust_reports(self, trust: str) -> TrustReports:
-        return {node: (h, s, m) for node, h, s, m in self.reports.get(trust) or ()}
+        found: dict[str, tuple[str, str, str]] = {}
+        for node in self.reports:
+            entry = (_one(self.reports, node) or {}).get(trust)
+            if entry is not None:
+                found[str(node)] = entry
+        return found
 
 
 @dataclass
