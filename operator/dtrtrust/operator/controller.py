@@ -293,10 +293,10 @@ class Controller:
         """A Secret or ConfigMap of the operator namespace changed or went: queue its
         trust (a bundle Secret: repair a deletion or hand edit at once) and every trust
         that names it as a source."""
-        trust = (
-            labels.get(TRUST_LABEL) if labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE else None
-        )
-        names = {trust} if trust else set()
+        if labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:  # a bundle Secret, never a source
+            self.mark_dirty([labels.get(TRUST_LABEL) or ""])
+            return
+        names: set[str] = set()
         for candidate in self.state.trust_names():
             body = self.state.trust(candidate) or {}
             if name in _referenced(body):
