@@ -33,6 +33,7 @@ import certfactory
 from dtrstack import Stack
 from dtrtrust.kube.cluster import ApiRejected, Kube
 from operatorproc import OperatorProcess
+from tlsserver import Response, TLSServer, valid_now
 
 pytestmark = [pytest.mark.kube, pytest.mark.registry]
 
@@ -123,3 +124,39 @@ def test_healthz_reports_the_resync_probe(dtrtrust_operator: OperatorProcess) ->
     url = f"http://127.0.0.1:{dtrtrust_operator.metrics_port + 1}/healthz"
     answer = json.loads(urllib.request.urlopen(url, timeout=5).read())
     assert answer.get("resync") == "ok"
+
+
+def test_a_registry_outage_with_an_unchanged_spec_keeps_the_trust_ready(
+    custom: client.CustomObjectsApi, core: client.CoreV1Api, make_trust: Any
+) -> None:
+    """12.9 on the real API server: /ca starts failing after the trust was Ready; after
+    refreshInterval (1 minute, the minimum) the refresh fails, yet Ready stays True
+    with the last good bundle, and CAAvailable says so."""
+    root = certfactory.make_ca(uid("Outage Root"))
+    leaf = certfactory.make_leaf("127.0.0.1", root, ip_sans=["127.0.0.1"], **valid_now())
+    with TLSServer(
+        chain_pem=leaf.cert_pem, key_pem=leaf.key_pem, routes={"/ca": Response(body=root.cert_pem)}
+    ) as server:
+        name = make_trust(
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "DTRTrust",
+                "metadata": {"name": uid("outage")},
+                "spec": {
+                    "registry": server.address,
+                    "verify": {"tls": False},
+                    "ca": {"fetch": {"pinnedSHA256": [root.fingerprint], "refreshInterval": "1m"}},
+                },
+            }
+        )
+        ready = wait_for(custom, name, "Ready", "True")
+        published = ready["status"]["bundle"]["sha256"]
+        good = core.read_namespaced_secret(f"dtrtrust-{name}", NS).data
+        server.routes["/ca"] = Response(status=503, body=b"down for maintenance")
+        obj = wait_for(custom, name, "CAAvailable", "False", "FetchFailed", deadline=150)
+        conds = {c["type"]: c for c in obj["status"]["conditions"]}
+        assert conds["Ready"]["status"] == "True", conds["Ready"]
+        assert conds["BundleValid"]["status"] == "True"
+        assert published in conds["CAAvailable"]["message"]
+        assert obj["status"]["bundle"]["sha256"] == published
+        assert core.read_namespaced_secret(f"dtrtrust-{name}", NS).data == good
