@@ -164,6 +164,17 @@ class Bench:
             )
         return started
 
+    def wait_healthy(self, deadline: float) -> None:
+        url = f"http://127.0.0.1:{self.port + 1}/healthz"
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            try:
+                urllib.request.urlopen(url, timeout=5).read()
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise SystemExit(f"the operator's /healthz did not answer within {deadline} s")
+
     def operator_requests(self) -> float:
         url = f"http://127.0.0.1:{self.port}/metrics"
         total = 0.0
@@ -263,9 +274,9 @@ class Bench:
         floor = self.floor()
         self.row(f"API-write floor: {n} Secrets + {n} status patches, 16 threads", f"{floor:.1f} s")
 
-        # 2. operator running, then N trusts
+        # 2. operator running (its /healthz answers), then N trusts
         self.start_operator()
-        time.sleep(5)
+        self.wait_healthy(120)
         started = time.monotonic()
         parallel(
             lambda i: self.custom.create_cluster_custom_object(
