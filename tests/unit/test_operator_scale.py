@@ -382,3 +382,25 @@ def test_a_spec_change_that_cannot_be_verified_is_not_ready(
     asyncio.run(ctrl.reconcile("chg", fresh=True))
     conds = {c["type"]: c for c in body["status"]["conditions"]}
     assert conds["Ready"]["status"] == "False"
+
+
+def test_a_warning_is_logged_once_not_on_every_reconcile(
+    world: tuple[Controller, IndexedState, RecordingKube], caplog: pytest.LogCaptureFixture
+) -> None:
+    import datetime as dt
+
+    ctrl, state, _ = world
+    now = dt.datetime.now(dt.UTC)
+    soon = certfactory.make_ca(
+        "Expiring Root",
+        not_before=now - dt.timedelta(days=1),
+        not_after=now + dt.timedelta(days=10),
+    )
+    body = trust("warn")
+    body["spec"]["ca"] = {"pem": ROOT.cert_pem.decode() + soon.cert_pem.decode()}
+    put_trust(state, body)
+    with caplog.at_level("INFO", logger="dtrtrust.operator"):
+        for _ in range(3):
+            asyncio.run(ctrl.reconcile("warn"))
+    expiring = [r for r in caplog.records if "Expiring Root" in r.getMessage()]
+    assert len(expiring) == 1, [r.getMessage() for r in caplog.records]
