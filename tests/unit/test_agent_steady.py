@@ -56,3 +56,19 @@ def test_a_new_content_hash_is_written_at_once(tmp_path: Path, syncs: list[str])
     a._mark(["prod"])
     a.reconcile(everything=False)
     assert syncs == ["prod", "prod"]
+
+
+def test_a_new_alias_with_the_same_content_hash_is_written(
+    tmp_path: Path, syncs: list[str]
+) -> None:
+    """The content hash covers the data only; a new address must not be skipped."""
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    alias = secret()
+    alias["metadata"]["annotations"]["dtrtrust.io/registries"] += ",10.0.0.5:4443"
+    see(a, [alias])
+    a._mark(["prod"])
+    a.reconcile(everything=False)
+    assert syncs == ["prod", "prod"]
+    assert (tmp_path / "etc/docker/certs.d/10.0.0.5:4443/ca.crt").read_bytes() == CA

@@ -105,9 +105,9 @@ class Agent:
         self.report_failures = 0
         self.report_retry_at = 0.0
         self.ready_at: float | None = None
-        # trust -> (content hash, containerd problem, file paths, their lstat) of its last
-        # Synced write: a resync that finds the same stats skips it (no lock, no reads).
-        self.steady: dict[str, tuple[str, str | None, list[str], list[Any]]] = {}
+        # trust -> (what its layout depends on, file paths, their lstat) of its last Synced
+        # write: a resync that finds the same inputs and stats skips it (no lock, no reads).
+        self.steady: dict[str, tuple[tuple[Any, ...], list[str], list[Any]]] = {}
 
     # --- watchers (threads) ----------------------------------------------------------
 
@@ -285,12 +285,20 @@ class Agent:
             assert action.bundle is not None
             known = self.steady.get(trust)
             report_now = self.reports.get(trust)
+            # The content hash covers the data only: addresses and targets change the
+            # directories without changing it.
+            inputs = (
+                action.bundle.content_hash,
+                action.bundle.addresses,
+                action.bundle.targets,
+                containerd,
+            )
             if (
                 known is not None
-                and known[:2] == (action.bundle.content_hash, containerd)
+                and known[0] == inputs
                 and report_now is not None
                 and report_now.state == SYNCED
-                and _stats(host_root, known[2]) == known[3]
+                and _stats(host_root, known[1]) == known[2]
             ):
                 return  # unchanged since its files were proven: no lock, no file read
             self.steady.pop(trust, None)
@@ -321,12 +329,7 @@ class Agent:
             self.removed_at.pop(trust, None)
             if report.state == SYNCED:
                 paths = [f"{d.root}/{d.address}/{f.name}" for d in dirs for f in d.files]
-                self.steady[trust] = (
-                    action.bundle.content_hash,
-                    containerd,
-                    paths,
-                    _stats(host_root, paths),
-                )
+                self.steady[trust] = (inputs, paths, _stats(host_root, paths))
         elif action.kind == "remove":
             self.steady.pop(trust, None)
             previous = self.reports.get(trust)
