@@ -1,0 +1,74 @@
+"""The agent at steady state: a resync does no work for a trust whose files are as it
+left them (no host lock, no file read: the stats it recorded prove it), and still
+repairs a hand edit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_agent import CA, DOCKER_DIR, make_agent, secret, see
+
+from dtrtrust.node import writer
+
+
+@pytest.fixture
+def syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = writer.sync_trust
+
+    def counting(host_root: Any, trust: str, dirs: Any) -> writer.SyncResult:
+        calls.append(trust)
+        return real(host_root, trust, dirs)
+
+    monkeypatch.setattr(writer, "sync_trust", counting)  # the module loop calls through
+    return calls
+
+
+def test_a_resync_with_nothing_changed_does_not_call_the_writer(
+    tmp_path: Path, syncs: list[str]
+) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    assert syncs == ["prod"]
+    a.reconcile(everything=True)
+    a.reconcile(everything=True)
+    assert syncs == ["prod"]  # no lock taken, no file read for the unchanged trust
+
+
+def test_a_hand_edited_file_is_still_repaired_at_resync(tmp_path: Path, syncs: list[str]) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    (tmp_path / DOCKER_DIR / "ca.crt").write_bytes(b"tampered\n")
+    a.reconcile(everything=True)
+    assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA
+    assert syncs == ["prod", "prod"]
+
+
+def test_a_new_content_hash_is_written_at_once(tmp_path: Path, syncs: list[str]) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    see(a, [secret(hash_="sha256:bbb")])
+    a._mark(["prod"])
+    a.reconcile(everything=False)
+    assert syncs == ["prod", "prod"]
+
+
+def test_a_new_alias_with_the_same_content_hash_is_written(
+    tmp_path: Path, syncs: list[str]
+) -> None:
+    """The content hash covers the data only; a new address must not be skipped."""
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    alias = secret()
+    alias["metadata"]["annotations"]["dtrtrust.io/registries"] += ",10.0.0.5:4443"
+    see(a, [alias])
+    a._mark(["prod"])
+    a.reconcile(everything=False)
+    assert syncs == ["prod", "prod"]
+    assert (tmp_path / "etc/docker/certs.d/10.0.0.5:4443/ca.crt").read_bytes() == CA
