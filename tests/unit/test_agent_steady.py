@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_agent import CA, DOCKER_DIR, make_agent, secret, see
+from test_agent import CA, DOCKER_DIR, V2_MIRRORS, V2_OK, make_agent, secret, see
 
+from dtrtrust.contract import NOT_EFFECTIVE, SYNCED
 from dtrtrust.node import writer
 
 
@@ -72,3 +73,41 @@ def test_a_new_alias_with_the_same_content_hash_is_written(
     a.reconcile(everything=False)
     assert syncs == ["prod", "prod"]
     assert (tmp_path / "etc/docker/certs.d/10.0.0.5:4443/ca.crt").read_bytes() == CA
+
+
+def test_a_runtime_config_change_is_reported_although_the_files_are_unchanged(
+    tmp_path: Path, syncs: list[str]
+) -> None:
+    """The effective-trust findings are an input of the skip: containerd's config
+    losing config_path turns a Synced trust NotEffective at the next resync."""
+    (tmp_path / "etc/containerd").mkdir(parents=True)
+    (tmp_path / "etc/containerd/config.toml").write_text(V2_OK)
+    a = make_agent(tmp_path)
+    see(a, [secret(targets="docker,containerd")])
+    a.reconcile(everything=True)
+    assert a.reports["prod"].state == SYNCED
+    (tmp_path / "etc/containerd/config.toml").write_text(V2_MIRRORS)
+    a.reconcile(everything=True)
+    assert a.reports["prod"].state == NOT_EFFECTIVE
+
+
+def test_switching_the_probe_off_drops_its_result_although_the_files_are_unchanged(
+    tmp_path: Path, syncs: list[str]
+) -> None:
+    import socket
+
+    from certfactory import make_ca
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    files = {"ca.crt": make_ca("steady probe root").cert_pem}
+    a = make_agent(tmp_path)
+    address = f"127.0.0.1:{port}"
+    see(a, [secret(registries=address, targets="containers", probe="600", data=files)])
+    a.reconcile(everything=True)
+    assert a.verified() == {"prod": False}  # probed (nothing listens on the port)
+    see(a, [secret(registries=address, targets="containers", probe="off", data=files)])
+    a.reconcile(everything=True)
+    assert a.reports["prod"].probe is None
+    assert a.verified() == {}

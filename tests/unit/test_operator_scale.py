@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client
 
 import certfactory
+from dtrtrust.core.status import is_ready
 from dtrtrust.kube.cluster import ApiUnavailable, ExistingSecret, Kube, existing_secret
 from dtrtrust.operator import metrics
 from dtrtrust.operator.config import Config
@@ -404,3 +405,62 @@ def test_a_warning_is_logged_once_not_on_every_reconcile(
             asyncio.run(ctrl.reconcile("warn"))
     expiring = [r for r in caplog.records if "Expiring Root" in r.getMessage()]
     assert len(expiring) == 1, [r.getMessage() for r in caplog.records]
+
+
+def _node_report(node: str, entry: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": node}, "status": {"nodeName": node, "trusts": [entry]}}
+
+
+def test_nodes_verified_comes_from_the_report_index_without_an_api_request(
+    world: tuple[Controller, IndexedState, RecordingKube],
+) -> None:
+    """The probes are read from the report index (every read through the API would
+    fail here): a passed probe of the published content makes NodesVerified True, a
+    failed one makes it False with the node's reason."""
+    ctrl, state, _ = world
+    assert isinstance(state.nodes, Index)
+    assert isinstance(state.reports, Index)
+    state.nodes.put("n1", {"kubernetes.io/os": "linux"})
+    put_trust(state, trust("v"))
+    assert asyncio.run(ctrl.reconcile("v")).kind == "waiting"
+    published = next(iter(state.trusts["v"]))["status"]["bundle"]["sha256"]
+
+    def probed(**probe: Any) -> str | None:
+        entry = {"name": "v", "contentHash": published, "state": "Synced", "probe": probe}
+        assert isinstance(state.reports, Index)
+        state.reports.put("n1", ctrl.report_changed(_node_report("n1", entry)))
+        asyncio.run(ctrl.reconcile("v"))
+        status = next(iter(state.trusts["v"]))["status"]
+        cond = next(c for c in status["conditions"] if c["type"] == "NodesVerified")
+        assert status["nodes"]["verified"] == (1 if cond["status"] == "True" else 0)
+        return str(cond["status"]) + "/" + str(cond["reason"])
+
+    ok = {"reachable": True, "tlsVerified": True, "clientCertificate": "NotConfigured"}
+    assert probed(**ok, checkedAt="2026-12-01T00:00:00Z") == "True/Verified"
+    assert is_ready(next(iter(state.trusts["v"]))["status"])
+    unreachable = {"reachable": False, "tlsVerified": False, "clientCertificate": "NotConfigured"}
+    assert (
+        probed(**unreachable, checkedAt="2026-12-01T00:10:00Z", reason="Unreachable")
+        == "False/Unreachable"
+    )
+
+
+def test_a_re_probe_with_the_same_result_queues_nothing_but_a_new_result_queues_the_trust(
+    world: tuple[Controller, IndexedState, RecordingKube],
+) -> None:
+    ctrl, _, _ = world
+    ok = {"reachable": True, "tlsVerified": True, "clientCertificate": "NotConfigured"}
+
+    def report(**probe: Any) -> dict[str, Any]:
+        entry = {"name": "p", "contentHash": "sha256:1", "state": "Synced", "probe": probe}
+        return _node_report("n1", entry)
+
+    ctrl.report_changed(report(**ok, checkedAt="2026-12-01T00:00:00Z"))
+    assert ctrl._dirty == {"p"}
+    ctrl._dirty.clear()
+    ctrl.report_changed(report(**ok, checkedAt="2026-12-01T00:10:00Z"))  # the same result
+    assert ctrl._dirty == set()
+    ctrl.report_changed(
+        report(**{**ok, "reachable": False}, checkedAt="2026-12-01T00:20:00Z", reason="Unreachable")
+    )
+    assert ctrl._dirty == {"p"}
