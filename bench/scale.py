@@ -78,7 +78,9 @@ def trust_body(i: int) -> dict[str, Any]:
         "spec": {
             "registry": f"r{i}.bench.example",
             "ca": {"pem": CA_A.cert_pem.decode()},
-            "verify": {"tls": False},
+            # No registry traffic: neither the operator's check nor the nodes' probe
+            # (the simulated nodes never probe; with it on no trust would be Ready).
+            "verify": {"tls": False, "nodes": False},
         },
     }
 
