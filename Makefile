@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help demo demo-cluster test unit e2e integration node lint system-deps node-deps kube-binaries \
-	node-images kube-up kube-down bench clean
+	node-images kube-up kube-down bench bench-scale clean
 
 help:
 	@echo "make demo   - run the whole flow locally: a DTR-like registry, dtrtrust apply, a real pull"
@@ -18,6 +18,7 @@ help:
 	@echo "make unit   - only the fast unit tests"
 	@echo "make lint   - ruff, mypy and the import contracts"
 	@echo "make bench  - the benchmarks (numbers go to docs/BENCHMARKS.md)"
+	@echo "make bench-scale - 1,000 trusts x 1,000 nodes on the real API server (15-25 min)"
 
 # checkov lives in its own venv: installed next to our deps it would downgrade packaging.
 CHECKOV := $(VENV)/checkov/bin/checkov
@@ -98,6 +99,11 @@ demo-cluster: $(STAMP) node-deps kube-binaries node-images
 
 bench: $(STAMP) kube-binaries
 	$(PY) bench/core.py
+
+# 1,000 trusts, 2 real agents, 1,000 simulated nodes on the real API server (about
+# 15-25 minutes on 2 shared cores; not part of `make test`). Figures: docs/BENCHMARKS.md.
+bench-scale: $(STAMP) kube-binaries
+	$(PY) bench/scale.py --trusts 1000 --nodes 1000 --changes 20
 	$(PY) bench/agent_latency.py --changes 300
 
 clean:

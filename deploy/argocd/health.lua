@@ -3,7 +3,10 @@
 -- `python3 deploy/argocd/generate.py`; tests/deploy checks they are identical).
 --
 -- Healthy      Ready is True, and both status.observedGeneration and the Ready
---              condition's observedGeneration are metadata.generation.
+--              condition's observedGeneration are metadata.generation. This includes a
+--              registry outage with an unchanged spec: the last good bundle stays on
+--              every node, so Ready stays True; the message then names the failing
+--              refresh (CAAvailable False) and the alert rules page if it lasts.
 -- Progressing  no status yet, or a status for an older generation; or the only thing
 --              not done is the nodes catching up (NodesSynced False, reason
 --              Progressing) or a condition the operator cannot tell yet (Unknown).
@@ -58,6 +61,10 @@ local message = ready.message or ""
 if ready.status == "True" then
   hs.status = "Healthy"
   hs.message = message
+  local ca = find(status.conditions, "CAAvailable")
+  if ca ~= nil and ca.status == "False" then
+    hs.message = message .. " CAAvailable: " .. tostring(ca.message or ca.reason)
+  end
   return hs
 end
 

@@ -75,7 +75,20 @@ PIN_MISMATCH = replaced(
     cond("Ready", "False", "FingerprintMismatch", "CAAvailable: the /ca certificate is not pinned"),
 )
 
+# A registry outage with an unchanged spec: the last good bundle serves every node.
+OUTAGE = replaced(
+    OK,
+    cond("CAAvailable", "False", "FetchFailed", "connection refused (refresh failing since T)"),
+    cond("Ready", "True", "Ready", "The last good bundle is published; its refresh is failing."),
+)
+
 CASES = [
+    pytest.param(
+        trust(OUTAGE),
+        "Healthy",
+        "CAAvailable: connection refused (refresh failing since T)",
+        id="registry-outage-with-the-last-good-bundle-on-every-node",
+    ),
     pytest.param(trust(None), "Progressing", "report a status", id="no-status-yet"),
     pytest.param(trust([]), "Progressing", "report a status", id="no-conditions-yet"),
     pytest.param(trust(OK), "Healthy", "every selected node has it", id="ready-current"),

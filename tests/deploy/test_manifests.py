@@ -189,6 +189,16 @@ def test_operator_probes_kopf_health_and_names_the_metrics_port(rendered: list[D
     assert service["spec"]["selector"].items() <= labels.items()
 
 
+def test_the_operators_tmp_where_the_probe_key_passes_is_memory_backed(
+    rendered: list[Doc],
+) -> None:
+    container = operator_container(rendered)
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    pod = find(rendered, "Deployment", "dtrtrust-operator")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == mounts["/tmp"])
+    assert volume["emptyDir"]["medium"] == "Memory"
+
+
 def test_operator_takes_its_namespace_from_its_own_pod(rendered: list[Doc]) -> None:
     value = env_value(operator_container(rendered), "DTRTRUST_NAMESPACE")
     assert value == {"fieldRef": {"fieldPath": "metadata.namespace"}}

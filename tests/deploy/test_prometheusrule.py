@@ -34,6 +34,7 @@ def test_rule_is_a_prometheus_operator_rule_with_the_expected_alerts() -> None:
         "DTRTrustCertificateExpiringSoon",
         "DTRTrustCertificateExpiryCritical",
         "DTRTrustNodesNotSynced",
+        "DTRTrustCARefreshFailing",
         "DTRTrustReconcileErrors",
         "DTRTrustOperatorDown",
     }
@@ -43,16 +44,16 @@ def test_rules_use_only_metric_names_the_operator_exports() -> None:
     from dtrtrust.operator import metrics
 
     exported = {
-        metrics.CERT_EXPIRY._name,
+        metrics.CERT_EXPIRY,
         metrics.RECONCILE_TOTAL._name + "_total",
-        metrics.NODES_DESIRED._name,
-        metrics.NODES_SYNCED._name,
+        metrics.NODES_DESIRED,
+        metrics.NODES_SYNCED,
         metrics.CA_FETCH_DURATION._name,
     }
     assert exported == FIXED_METRICS
     used = {m for r in RULES.values() for m in re.findall(r"\bdtrtrust_[a-z_]+", r["expr"])}
     assert used
-    assert used <= FIXED_METRICS
+    assert used <= FIXED_METRICS | {metrics.TRUST_CONDITION}
 
 
 @pytest.mark.parametrize("alert", sorted(RULES))
@@ -241,6 +242,38 @@ def test_nodes_not_synced_fires_only_after_15_minutes_behind(promtool_test: Any)
             }
         ],
         annotations=True,
+    )
+
+
+def test_a_ca_refresh_failing_for_an_hour_alerts_a_brief_outage_does_not(
+    promtool_test: Any,
+) -> None:
+    failing = 'dtrtrust_trust_condition{trust="%s",type="CAAvailable",status="False"}'
+    series = [
+        {"series": failing % "prod", "values": "1x90"},  # failing for 90 minutes
+        {"series": failing % "lab", "values": "1x20 0x70"},  # a 20-minute outage
+        _up("1x90"),
+    ]
+    promtool_test(
+        [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"eval_time": "50m", "alertname": "DTRTrustCARefreshFailing"},
+                    {
+                        "eval_time": "70m",
+                        "alertname": "DTRTrustCARefreshFailing",
+                        "exp_alerts": [
+                            _alert(
+                                "DTRTrustCARefreshFailing",
+                                {"trust": "prod", "type": "CAAvailable", "status": "False"},
+                            )
+                        ],
+                    },
+                ],
+            }
+        ],
     )
 
 

@@ -20,7 +20,6 @@ from dtrtrust.agent.decisions import (
     BundleError,
     decide,
     parse_bundle,
-    selects,
     sync_state,
     taint_blockers,
 )
@@ -29,6 +28,7 @@ from dtrtrust.agent.policies import load_policies
 from dtrtrust.agent.report import TrustReport, report_body, same_report
 from dtrtrust.contract import CONFLICT, ERROR, NOT_EFFECTIVE, REMOVED, RETAINED, SYNCED
 from dtrtrust.core.fingerprints import content_hash
+from dtrtrust.core.labels import selects
 from dtrtrust.node import writer
 from dtrtrust.node.effective import Finding
 from dtrtrust.operator.objects import bundle_secret
@@ -193,7 +193,9 @@ def test_bad_selector_json_is_rejected() -> None:
         ({"role": "build"}, {**LINUX, "role": "build"}, True),
         ({"role": "build"}, {**LINUX, "role": "web"}, False),
         ({"role": "build"}, LINUX, False),
-        ({"gpu": ""}, {**LINUX, "gpu": "anything"}, True),  # empty value: label exists
+        # Kubernetes semantics: an empty value means "equals the empty string".
+        ({"gpu": ""}, {**LINUX, "gpu": "anything"}, False),
+        ({"gpu": ""}, {**LINUX, "gpu": ""}, True),
         ({"gpu": ""}, LINUX, False),
         ({"kubernetes.io/os": "linux", "zone": "a"}, {**LINUX, "zone": "a"}, True),
     ],

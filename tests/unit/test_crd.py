@@ -138,6 +138,10 @@ def test_example_validates_against_the_crd_and_parses(path: Path) -> None:
         ("registry", "dtr.example.com:"),
         ("targets", ["docker", "kubelet"]),
         ("deletionPolicy", "Orphan"),
+        ("nodeSelector", {"role": "-build"}),
+        ("nodeSelector", {"role": "build pool"}),
+        ("nodeSelector", {"role": "x" * 64}),
+        ("ca", {"pem": "x" * (64 * 1024 + 1)}),
     ],
 )
 def test_invalid_spec_is_rejected_by_both_the_crd_and_the_parser(field: str, value: Any) -> None:

@@ -23,7 +23,6 @@ from dtrtrust.contract import (
     CLIENT_CERT_KEY,
     CLIENT_KEY_KEY,
     CONFLICT,
-    DEFAULT_NODE_SELECTOR,
     DEFAULT_TARGETS,
     DELETION_POLICIES,
     ERROR,
@@ -42,6 +41,7 @@ from dtrtrust.contract import (
 from dtrtrust.core import layout
 from dtrtrust.core.addresses import validate_address
 from dtrtrust.core.fingerprints import content_hash
+from dtrtrust.core.labels import selector_problem, selects
 from dtrtrust.core.pem_text import certificate_text_problem
 from dtrtrust.node import effective, writer
 
@@ -116,6 +116,9 @@ def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
         isinstance(k, str) and isinstance(v, str) for k, v in selector.items()
     ):
         raise BundleError(f"{where}: {SELECTOR_ANNOTATION} must map label names to values")
+    problem = selector_problem(selector)
+    if problem:
+        raise BundleError(f"{where}: {SELECTOR_ANNOTATION}: {problem}")
     policy = str(notes.get(POLICY_ANNOTATION) or "Delete")
     if policy not in DELETION_POLICIES:
         raise BundleError(f"{where}: {POLICY_ANNOTATION} must be Delete or Retain")
@@ -171,19 +174,6 @@ def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
         client=(cert, key) if cert and key else None,
         probe_interval=probe_interval,
     )
-
-
-def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    """Whether a trust's nodeSelector (plus kubernetes.io/os=linux) selects a node with
-    ``labels``. An empty value means "the label exists", as the operator counts
-    desired nodes (``Kube.node_names``), so both sides agree."""
-    wanted = {**DEFAULT_NODE_SELECTOR, **selector}
-    for key, value in wanted.items():
-        if key not in labels:
-            return False
-        if value and labels[key] != value:
-            return False
-    return True
 
 
 @dataclass(frozen=True)

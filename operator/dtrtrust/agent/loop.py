@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -139,6 +140,9 @@ class Agent:
         # trust -> (content hash, probe result, when the next probe is due)
         self.probes: dict[str, tuple[str, Mapping[str, object], float]] = {}
         self.taint_kept_for: list[str] = []  # why the startup taint stays (logged on change)
+        # trust -> (what its layout depends on, file paths, their lstat) of its last Synced
+        # write: a resync that finds the same inputs and stats skips it (no lock, no reads).
+        self.steady: dict[str, tuple[tuple[Any, ...], list[str], list[Any]]] = {}
 
     # --- watchers (threads) ----------------------------------------------------------
 
@@ -371,6 +375,28 @@ class Agent:
         trust = action.trust
         if action.kind == "sync":
             assert action.bundle is not None
+            known = self.steady.get(trust)
+            report_now = self.reports.get(trust)
+            # The content hash covers the data only: addresses and targets change the
+            # directories without changing it; the effective-trust findings and the probe
+            # setting change the report.
+            inputs = (
+                action.bundle.content_hash,
+                action.bundle.addresses,
+                action.bundle.targets,
+                tuple(findings),
+                action.bundle.probe_interval,
+            )
+            if (
+                known is not None
+                and known[0] == inputs
+                and report_now is not None
+                and report_now.state == SYNCED
+                and not self._probe_due(action.bundle)
+                and _stats(host_root, known[1]) == known[2]
+            ):
+                return  # unchanged since its files were proven: no lock, no file read
+            self.steady.pop(trust, None)
             try:
                 dirs = action.bundle.dirs()
             except ValueError as exc:
@@ -399,7 +425,11 @@ class Agent:
             self.removed_at.pop(trust, None)
             if action.bundle.owner_uid:
                 self.file_uids[trust] = action.bundle.owner_uid
+            if report.state == SYNCED:
+                paths = [f"{d.root}/{d.address}/{f.name}" for d in dirs for f in d.files]
+                self.steady[trust] = (inputs, paths, _stats(host_root, paths))
         elif action.kind == "remove":
+            self.steady.pop(trust, None)
             previous = self.reports.get(trust)
             content_hash = previous.content_hash if previous else ""
             result = writer.remove_trust(host_root, trust)
@@ -466,6 +496,13 @@ class Agent:
             now + jittered(bundle.probe_interval),
         )
         return replace(report, probe=found)
+
+    def _probe_due(self, bundle: Bundle) -> bool:
+        """Whether :meth:`_with_probe` would run the probe for ``bundle`` now."""
+        if bundle.probe_interval is None:
+            return False
+        previous = self.probes.get(bundle.trust)
+        return previous is None or previous[0] != bundle.content_hash or self.clock() >= previous[2]
 
     def verified(self) -> dict[str, bool]:
         """Per trust with the probe on: whether its last probe passed."""
@@ -638,6 +675,20 @@ class Agent:
 def _name_uid(obj: Mapping[str, Any]) -> tuple[str, str]:
     meta = obj.get("metadata") or {}
     return str(meta.get("name") or ""), str(meta.get("uid") or "")
+
+
+def _stats(host_root: str | os.PathLike[str], paths: Iterable[str]) -> list[Any]:
+    """(inode, size, mtime, mode) of each file, without following symlinks; None when
+    missing. The writer replaces files by rename, so any write changes the inode."""
+    found: list[Any] = []
+    for path in paths:
+        try:
+            st = os.lstat(os.path.join(host_root, path))
+        except OSError:
+            found.append(None)
+            continue
+        found.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode))
+    return found
 
 
 def _rv(obj: Mapping[str, Any] | None) -> str | None:

@@ -270,6 +270,30 @@ OPERATOR_SETTINGS = (
         shown_default="the operator's image, as deploy/ sets it",
         metavar="IMAGE",
     ),
+    Setting(
+        "--concurrency",
+        "DTRTRUST_CONCURRENCY",
+        "4",
+        "trusts reconciled at once (resync rounds and queued changes)",
+        int,
+        metavar="N",
+    ),
+    Setting(
+        "--api-connect-timeout",
+        "DTRTRUST_API_CONNECT_TIMEOUT",
+        "5",
+        "seconds to connect to the Kubernetes API, on every call",
+        float,
+        metavar="SECONDS",
+    ),
+    Setting(
+        "--api-read-timeout",
+        "DTRTRUST_API_READ_TIMEOUT",
+        "30",
+        "seconds to wait for the Kubernetes API's answer, on every call",
+        float,
+        metavar="SECONDS",
+    ),
     LOG_FORMAT,
 )
 AGENT_SETTINGS = (

@@ -26,11 +26,14 @@ from dtrtrust.contract import (
 from dtrtrust.core.addresses import validate_address
 from dtrtrust.core.errors import CertError
 from dtrtrust.core.fingerprints import parse_fingerprint
+from dtrtrust.core.labels import selector_problem
 
 DEFAULT_REFRESH = dt.timedelta(hours=1)
 MIN_REFRESH = dt.timedelta(minutes=1)
 DEFAULT_ROTATION_OVERLAP = dt.timedelta(days=7)
-MAX_INLINE_PEM = 1 << 20
+# Inline PEM stays small enough that two copies of the spec (kubectl's last-applied
+# annotation, kopf's diff base) fit in the API server's 256 KiB for all annotations.
+MAX_INLINE_PEM = 64 * 1024
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -231,7 +234,12 @@ def parse_spec(name: str, spec: Mapping[str, Any], *, generation: int = 0) -> Tr
     ca_raw = _mapping(spec.get("ca"), "spec.ca")
     pem = _str(ca_raw.get("pem"), "spec.ca.pem")
     if pem is not None and len(pem) > MAX_INLINE_PEM:
-        raise SpecError("spec.ca.pem", f"is larger than {MAX_INLINE_PEM} bytes")
+        raise SpecError(
+            "spec.ca.pem",
+            f"is larger than {MAX_INLINE_PEM} bytes; use configMapRefs for large bundles "
+            "(kubectl and the operator keep a copy of the spec in annotations, which the "
+            "API server caps at 256 KiB in all)",
+        )
     ca = CASpec(
         fetch=_fetch(ca_raw.get("fetch"), registry, "spec.ca.fetch"),
         pem=pem or None,
@@ -264,6 +272,9 @@ def parse_spec(name: str, spec: Mapping[str, Any], *, generation: int = 0) -> Tr
     for k, v in selector.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise SpecError("spec.nodeSelector", "keys and values must be strings")
+    problem = selector_problem(selector)
+    if problem:
+        raise SpecError("spec.nodeSelector", problem)
 
     verify = _mapping(spec.get("verify"), "spec.verify")
     policy = spec.get("deletionPolicy") or "Delete"

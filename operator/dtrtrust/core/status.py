@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from dtrtrust.core import conditions
 from dtrtrust.core.conditions import Condition
 from dtrtrust.core.reconcile import Outcome
 from dtrtrust.core.spec import TrustSpec
+from dtrtrust.core.times import rfc3339
 
 MAX_OUT_OF_SYNC = 10
 
@@ -110,8 +112,16 @@ def trust_status(
     verified: Condition | None = None,
 ) -> dict[str, Any]:
     """The whole ``status`` to compare with the current one (no patch when equal).
-    ``verified`` is NodesVerified (absent when the probe is off)."""
-    conds = list(outcome.conditions)
+    ``verified`` is NodesVerified (absent when the probe is off).
+
+    A failing periodic refresh (the registry's /ca unreachable) with an unchanged spec,
+    while this generation's last good bundle is published: CAAvailable reports the
+    failure (since when, what still serves), the other checks keep their last known
+    result and Ready stays True when the nodes hold that bundle (and, with the probe on,
+    verified it); Ready means "bundle published and all selected nodes synced", which is
+    still so."""
+    refresh = _failing_refresh(spec, outcome, previous_status, now)
+    conds = list(outcome.conditions) if refresh is None else refresh
     if verified is not None:
         conds.append(verified)
     if nodes is not None:
@@ -122,7 +132,18 @@ def trust_status(
                 conditions.NODES_SYNCED, "NotPublished", "No bundle has been published yet."
             )
         )
-    conds.append(conditions.ready(conds))
+    if refresh is None:
+        conds.append(conditions.ready(conds))
+    else:
+        ready = conditions.ready([c for c in conds if c.type != conditions.CA_AVAILABLE])
+        if ready.status == conditions.TRUE:
+            ready = conditions.ok(
+                conditions.READY,
+                "Ready",
+                "The last good bundle is published and every selected node has it; "
+                "its refresh is failing (see CAAvailable).",
+            )
+        conds.append(ready)
     merged = conditions.merge(
         previous_status.get("conditions"), conds, generation=spec.generation, now=now
     )
@@ -141,6 +162,48 @@ def trust_status(
         status["nodes"] = previous_status["nodes"]
     status["warnings"] = list(outcome.warnings)
     return status
+
+
+def _failing_refresh(
+    spec: TrustSpec, outcome: Outcome, previous: Mapping[str, Any], now: dt.datetime
+) -> list[Condition] | None:
+    """The conditions for a failing refresh (see trust_status), or None when this is not
+    one: something new to publish, a failure other than fetching /ca, a changed spec
+    (a change that cannot be verified is not Ready), or nothing valid published yet."""
+    failed = outcome.failed
+    if (
+        outcome.publish is not None
+        or failed is None
+        or failed.type != conditions.CA_AVAILABLE
+        or failed.reason != "FetchFailed"
+        or previous.get("observedGeneration") != spec.generation
+        or not (previous.get("bundle") or {}).get("sha256")
+    ):
+        return None
+    before = {c.type: c for c in map(Condition.from_dict, previous.get("conditions") or [])}
+    kept = [
+        before[t]
+        for t in conditions.ORDER[1:4]  # BundleValid, ClientCertificateValid, RegistryVerified
+        if t in before and (t != conditions.CLIENT_CERTIFICATE_VALID or spec.client_secret)
+    ]
+    if not any(c.type == conditions.BUNDLE_VALID for c in kept) or any(
+        c.status != conditions.TRUE for c in kept
+    ):
+        return None
+    was = before.get(conditions.CA_AVAILABLE)
+    since = (
+        was.last_transition_time
+        if was is not None and was.status == conditions.FALSE and was.last_transition_time
+        else rfc3339(now)
+    )
+    sha = previous["bundle"]["sha256"]
+    failing = conditions.failed(
+        conditions.CA_AVAILABLE,
+        failed.reason,
+        f"{failed.message} (refresh failing since {since}; the last good bundle {sha} "
+        "stays published and the nodes keep it)",
+    )
+    return [failing, *[replace(c, observed_generation=0, last_transition_time="") for c in kept]]
 
 
 def invalid_spec_status(
@@ -171,3 +234,25 @@ def is_ready(status: Mapping[str, Any]) -> bool:
         [Condition.from_dict(c) for c in status.get("conditions") or []], conditions.READY
     )
     return ready is not None and ready.status == conditions.TRUE
+
+
+def status_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns status ``before`` into ``after``.
+
+    A merge patch never removes a key by itself: a key of ``before`` that ``after`` lacks
+    is sent as None, recursively through objects, so that (for instance)
+    ``bundle.clientCertificate`` disappears once the spec stops naming one. Lists are
+    replaced whole, as a merge patch does."""
+    patch: dict[str, Any] = {}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            inner = status_patch(old, value)
+            if inner:
+                patch[key] = inner
+        elif key not in before or old != value:
+            patch[key] = value
+    for key in before:
+        if key not in after:
+            patch[key] = None
+    return patch

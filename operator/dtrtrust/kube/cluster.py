@@ -10,9 +10,13 @@ else raises :class:`ApiUnavailable` (the caller turns it into a retry).
 from __future__ import annotations
 
 import base64
+import collections
 import datetime as dt
 import functools
+import json
 import logging
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -50,10 +54,39 @@ class ExistingSecret:
 
 
 class ApiUnavailable(Exception):
-    """The API server refused or failed a call that should have worked."""
+    """The API server refused or failed a call that should have worked (retry)."""
+
+
+class ApiRejected(ApiUnavailable):
+    """The API server rejected a call for good (a 4xx other than 404, 409 and 429):
+    retrying the same request will not help; the message carries the server's text."""
+
+
+# 4xx answers that a retry can fix: 404 (callers treat as absent), conflict, throttled.
+RETRYABLE_4XX = frozenset({404, 408, 409, 429})
+
+# (connect, read) seconds for every call: a half-open connection cannot hold a reconcile.
+DEFAULT_TIMEOUT = (5.0, 30.0)
+
+
+def _server_text(exc: ApiException) -> str:
+    """The API server's own message (a Status object's ``message``), else its reason."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])[:1000]
+    return str(exc.reason or "")
 
 
 def _api_error(exc: ApiException, what: str) -> ApiUnavailable:
+    status = int(exc.status or 0)
+    if 400 <= status < 500 and status not in RETRYABLE_4XX:
+        return ApiRejected(
+            f"{what}: API server rejected it ({status}): {_server_text(exc)}; "
+            "fix the object or the operator's RBAC, retrying will not help"
+        )
     return ApiUnavailable(f"{what}: API server answered {exc.status} {exc.reason}")
 
 
@@ -86,18 +119,76 @@ def load_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+# Requests this process sent through Kube, per API method (read by /metrics and the
+# scale benchmark: a resync with nothing changed must not add per-trust requests).
+REQUESTS: collections.Counter[str] = collections.Counter()
+_REQUESTS_LOCK = threading.Lock()
+
+
+def _counted(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with _REQUESTS_LOCK:
+            REQUESTS[name] += 1
+        return method(*args, **kwargs)
+
+    return call
+
+
+def _discarding(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A write whose answer is not needed: not decoded into the client's models (the
+    biggest CPU cost of a write at 1,000 trusts); errors still raise ApiException."""
+
+    def call(*args: Any, **kwargs: Any) -> None:
+        response = method(*args, _preload_content=False, **kwargs)
+        response.read()
+        response.release_conn()
+
+    return call
+
+
+class _Timed:
+    """An API object whose every call carries ``_request_timeout`` (connect, read) and
+    is counted in :data:`REQUESTS`; with ``discard``, answers are drained, not decoded."""
+
+    def __init__(self, api: Any, timeout: tuple[float, float], discard: bool = False) -> None:
+        self._api = api
+        self._timeout = timeout
+        self._discard = discard
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._api, name)
+        if callable(attr) and not name.startswith("_"):
+            call = functools.partial(attr, _request_timeout=self._timeout)
+            return _counted(_discarding(call) if self._discard else call, name)
+        return attr
+
+
 @dataclass
 class Kube:
     api: client.ApiClient
     namespace: str
+    # (connect, read) seconds for every call; see DEFAULT_TIMEOUT.
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT
 
     @property
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api)
+    def core(self) -> Any:
+        return _Timed(client.CoreV1Api(self.api), self.timeout)
 
     @property
-    def custom(self) -> client.CustomObjectsApi:
-        return client.CustomObjectsApi(self.api)
+    def custom(self) -> Any:
+        return _Timed(client.CustomObjectsApi(self.api), self.timeout)
+
+    @property
+    def core_writes(self) -> Any:
+        return _Timed(client.CoreV1Api(self.api), self.timeout, discard=True)
+
+    @property
+    def custom_writes(self) -> Any:
+        return _Timed(client.CustomObjectsApi(self.api), self.timeout, discard=True)
+
+    @property
+    def apps(self) -> Any:
+        return _Timed(client.AppsV1Api(self.api), self.timeout)
 
     # --- sources (reconcile.Sources) -------------------------------------------------
 
@@ -148,9 +239,15 @@ class Kube:
         name = body["metadata"]["name"]
         try:
             if exists:
-                self.core.replace_namespaced_secret(name, self.namespace, body)
+                self.core_writes.replace_namespaced_secret(name, self.namespace, body)
             else:
-                self.core.create_namespaced_secret(self.namespace, body)
+                try:
+                    self.core_writes.create_namespaced_secret(self.namespace, body)
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                    # It exists already (what we read lagged behind): replace it.
+                    self.core_writes.replace_namespaced_secret(name, self.namespace, body)
         except ApiException as exc:
             raise _api_error(exc, f"writing Secret {self.namespace}/{name}") from None
 
@@ -175,10 +272,12 @@ class Kube:
         return dict(obj)
 
     @_transport_errors
-    def patch_trust_status(self, name: str, status: Mapping[str, Any]) -> None:
+    def patch_trust_status(self, name: str, patch: Mapping[str, Any]) -> None:
+        """A JSON merge patch of ``status``; a key that went away must be in ``patch``
+        as None (:func:`dtrtrust.core.status.status_patch`), or it stays for ever."""
         try:
-            self.custom.patch_cluster_custom_object_status(
-                API_GROUP, VERSION, PLURAL, name, {"status": dict(status)}
+            self.custom_writes.patch_cluster_custom_object_status(
+                API_GROUP, VERSION, PLURAL, name, {"status": dict(patch)}
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -191,7 +290,8 @@ class Kube:
     def node_names(self, selector: Mapping[str, str]) -> list[str]:
         """Linux nodes matching ``selector``."""
         labels = {"kubernetes.io/os": "linux", **selector}
-        label_selector = ",".join(f"{k}={v}" if v else k for k, v in sorted(labels.items()))
+        # "k=" is "k equals the empty string", as in a Pod's nodeSelector.
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         try:
             nodes = self.core.list_node(label_selector=label_selector)
         except ApiException as exc:
@@ -215,22 +315,9 @@ class Kube:
         reports: NodeReports = {}
         probes: NodeProbes = {}
         for item in result.get("items") or []:
-            status = item.get("status") or {}
-            node = str(status.get("nodeName") or (item.get("metadata") or {}).get("name"))
-            reports[node] = {
-                str(t.get("name")): (
-                    str(t.get("contentHash") or ""),
-                    str(t.get("state") or ""),
-                    str(t.get("message") or ""),
-                )
-                for t in status.get("trusts") or []
-                if t.get("name")
-            }
-            probes[node] = {
-                str(t["name"]): {**t["probe"], "contentHash": str(t.get("contentHash") or "")}
-                for t in status.get("trusts") or []
-                if t.get("name") and isinstance(t.get("probe"), dict)
-            }
+            node, report = report_entries(item)
+            reports[node] = report.entries
+            probes[node] = report.probes
         return reports, probes
 
     # --- the agent DaemonSet ----------------------------------------------------------
@@ -239,7 +326,7 @@ class Kube:
     def read_daemonset(self, name: str) -> dict[str, Any] | None:
         """The live DaemonSet as a plain dict (camelCase, as kubectl shows it), or None."""
         try:
-            live = client.AppsV1Api(self.api).read_namespaced_daemon_set(name, self.namespace)
+            live = self.apps.read_namespaced_daemon_set(name, self.namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -250,7 +337,7 @@ class Kube:
     def write_daemonset(self, body: Mapping[str, Any], *, exists: bool) -> None:
         """Create the DaemonSet, or replace it (``body`` carries the live resourceVersion,
         so a concurrent edit makes the replace fail instead of being overwritten)."""
-        apps = client.AppsV1Api(self.api)
+        apps = self.apps
         name = body["metadata"]["name"]
         try:
             if exists:
@@ -289,7 +376,7 @@ class Kube:
             reporting_instance="dtrtrust-operator",
         )
         try:
-            self.core.create_namespaced_event(EVENTS_NAMESPACE, event)
+            self.core_writes.create_namespaced_event(EVENTS_NAMESPACE, event)
         except ApiException as exc:
             # An event is best effort by nature, but say so instead of hiding it.
             log.warning(
@@ -299,3 +386,68 @@ class Kube:
                 exc.status,
                 exc.reason,
             )
+
+
+# --- raw objects (as watches deliver them) ------------------------------------------
+
+
+# Equal report entries are one object: with 1,000 nodes x 1,000 trusts, the reports
+# are a million entries but only as many distinct ones as trusts x states.
+_ENTRIES: dict[tuple[str, str, str], tuple[str, str, str]] = {}
+_ENTRIES_MAX = 200_000
+
+
+def _shared(entry: tuple[str, str, str]) -> tuple[str, str, str]:
+    found = _ENTRIES.get(entry)
+    if found is not None:
+        return found
+    if len(_ENTRIES) >= _ENTRIES_MAX:
+        _ENTRIES.clear()  # old hashes; live reports keep their own references
+    _ENTRIES[entry] = entry
+    return entry
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """One agent's DTRTrustNode report as the operator keeps it (the report index's
+    value per node)."""
+
+    # trust -> (content hash, state, message)
+    entries: dict[str, tuple[str, str, str]]
+    # trust -> the entry's probe (reachable, tlsVerified, ..., with the entry's
+    # contentHash), only where the agent reported one
+    probes: dict[str, dict[str, Any]]
+
+
+def report_entries(body: Mapping[str, Any]) -> tuple[str, NodeReport]:
+    """A DTRTrustNode report: (node, its entries and probes)."""
+    status = body.get("status") or {}
+    node = sys.intern(str(status.get("nodeName") or (body.get("metadata") or {}).get("name")))
+    entries: dict[str, tuple[str, str, str]] = {}
+    probes: dict[str, dict[str, Any]] = {}
+    for t in status.get("trusts") or []:
+        if not t.get("name"):
+            continue
+        name = sys.intern(str(t.get("name")))
+        entry = _shared(
+            (
+                str(t.get("contentHash") or ""),
+                str(t.get("state") or ""),
+                str(t.get("message") or ""),
+            )
+        )
+        entries[name] = entry
+        if isinstance(t.get("probe"), dict):
+            probes[name] = {**t["probe"], "contentHash": entry[0]}
+    return node, NodeReport(entries, probes)
+
+
+def existing_secret(body: Mapping[str, Any]) -> ExistingSecret:
+    """A Secret as a watch delivers it (base64 data, camelCase metadata)."""
+    meta = body.get("metadata") or {}
+    return ExistingSecret(
+        data={k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()},
+        annotations=dict(meta.get("annotations") or {}),
+        labels=dict(meta.get("labels") or {}),
+        owner_uids=tuple(str(o.get("uid")) for o in meta.get("ownerReferences") or ()),
+    )

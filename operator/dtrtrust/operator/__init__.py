@@ -6,6 +6,11 @@ start-up calls the same function for every DTRTrust (refreshInterval is honoured
 caching fetches and probes), instead of kopf timers, because kopf adds a finalizer
 for timers and a finalizer deadlocks GitOps deletions when the operator is gone.
 
+The reconcile reads the cluster from kopf indexes (:mod:`dtrtrust.operator.state`): the
+DTRTrusts, the Nodes' labels, the agents' reports and the Secrets and ConfigMaps of the
+operator namespace, each kept by one watch. Report, Node and Secret events only queue
+the trusts they concern (:meth:`Controller.mark_dirty`); one worker reconciles them.
+
 This module is only the kopf wiring; the package holds the controller, its config, the
 objects it writes, the agent DaemonSet and the metrics.
 """
@@ -23,10 +28,11 @@ from typing import Any
 import kopf
 
 from dtrtrust.contract import API_GROUP, NODE_REPORT_PLURAL, PLURAL, VERSION
-from dtrtrust.kube.cluster import Kube, load_client
+from dtrtrust.kube.cluster import Kube, existing_secret, load_client, report_entries
 from dtrtrust.operator import metrics
 from dtrtrust.operator.config import Config
 from dtrtrust.operator.controller import Controller
+from dtrtrust.operator.state import IndexedState
 
 log = logging.getLogger("dtrtrust.operator")
 
@@ -43,8 +49,9 @@ async def startup(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
     logger: logging.Logger | logging.LoggerAdapter[Any],
-    **_: Any,
+    **indices: Any,
 ) -> None:
+    """``indices``: kopf passes every index as a keyword argument named after it."""
     config = Config.from_env()
     # Own prefix for kopf's bookkeeping annotations; never spec or labels (Argo CD sees no drift).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
@@ -59,24 +66,109 @@ async def startup(
     # kopf would turn its own log lines into Events in the pod's namespace; the operator
     # posts its own, deliberate events (Published, failures) where RBAC allows.
     settings.posting.enabled = False
-    settings.execution.max_workers = 4
+    # Namespaced resources (Secrets, ConfigMaps, reports) only in our namespace, without
+    # listing namespaces; cluster-scoped ones (DTRTrusts, Nodes) cluster-wide.
+    settings.scanning.disabled = True
+    # The indexes' initial lists, then the watches: no call without a deadline.
+    settings.networking.request_timeout = config.api_read_timeout
+    settings.networking.connect_timeout = config.api_connect_timeout
 
-    kube = Kube(load_client(), config.namespace)
-    ctrl = Controller(config, kube)
+    kube = Kube(
+        load_client(), config.namespace, (config.api_connect_timeout, config.api_read_timeout)
+    )
+    state = IndexedState(
+        trusts=indices["trust_index"],
+        secrets=indices["secret_index"],
+        config_maps=indices["config_map_index"],
+        nodes=indices["node_index"],
+        reports=indices["report_index"],
+    )
+    ctrl = Controller(config, kube, state=state)
     memo["controller"] = ctrl
+    metrics.describe(lambda: ctrl.statuses)
     await asyncio.to_thread(ctrl.ensure_daemonset)
     metrics.serve(config.metrics_port)
-    memo["resync"] = asyncio.get_running_loop().create_task(ctrl.resync_forever())
+    loop = asyncio.get_running_loop()
+    memo["tasks"] = [loop.create_task(ctrl.resync_forever()), loop.create_task(ctrl.work_forever())]
     logger.info("dtrtrust operator: %s", dataclasses.asdict(config))
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("resync")
-    if isinstance(task, asyncio.Task):
+    for task in memo.get("tasks") or []:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@kopf.on.probe(id="resync", errors=kopf.ErrorsMode.PERMANENT)
+def resync_progress(memo: kopf.Memo, **_: Any) -> str:
+    """/healthz fails (HTTP 500) when no resync round completed for 3 resync periods,
+    so a stuck reconcile gets the pod restarted instead of staying green."""
+    problem = _controller(memo).progress_problem()
+    if problem:
+        raise kopf.PermanentError(problem)
+    return "ok"
+
+
+# --- indexes: what the reconcile reads (one watch each, no LIST inside a reconcile) ----
+
+
+@kopf.index(API_GROUP, VERSION, PLURAL)
+def trust_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    """name -> the DTRTrust as last watched, without managedFields and kopf's copy of
+    the spec (the reconcile reads neither)."""
+    meta = {k: v for k, v in body.metadata.items() if k not in ("managedFields", "annotations")}
+    return {
+        name: {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": meta,
+            "spec": body.get("spec") or {},
+            "status": body.get("status") or {},
+        }
+    }
+
+
+def _ours(namespace: str | None) -> bool:
+    return namespace == os.environ.get("DTRTRUST_NAMESPACE", Config.namespace)
+
+
+@kopf.index("v1", "secrets")
+def secret_index(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    return {name: existing_secret(body)} if _ours(namespace) else None
+
+
+@kopf.index("v1", "configmaps")
+def config_map_index(name: str, namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    return {name: dict(body.get("data") or {})} if _ours(namespace) else None
+
+
+@kopf.index("v1", "nodes")
+def node_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, Any]:
+    return {name: dict(labels)}
+
+
+@kopf.index(API_GROUP, VERSION, NODE_REPORT_PLURAL)
+def report_index(namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> Any:
+    """node -> NodeReport (per trust: (content hash, state, message) and the probe).
+    Also the report's change trigger: the controller diffs it against the node's
+    previous report and queues only the trusts whose entry or probe result changed (and
+    shares the parsed report with us)."""
+    if not _ours(namespace):
+        return None
+    ctrl = _running(memo)
+    if ctrl is not None:
+        report = ctrl.report_changed(body)
+        node = str(
+            (body.get("status") or {}).get("nodeName") or body.get("metadata", {}).get("name")
+        )
+        return {node: report}
+    node, report = report_entries(body)
+    return {node: report}
+
+
+# --- the DTRTrusts themselves ------------------------------------------------------
 
 
 @kopf.on.resume(API_GROUP, VERSION, PLURAL)
@@ -97,28 +189,60 @@ async def forget_trust(name: str, memo: kopf.Memo, **_: Any) -> None:
     _controller(memo).forget(name)
 
 
-@kopf.on.event(API_GROUP, VERSION, NODE_REPORT_PLURAL)
-async def node_report_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """An agent's report changed: reconcile the trusts it names, so NodesSynced and
-    Ready follow within a second instead of at the next resync."""
+# --- events that queue trusts (coalesced; one worker reconciles them) -----------------
+
+
+def _running(memo: kopf.Memo) -> Controller | None:
     ctrl = memo.get("controller")
-    if not isinstance(ctrl, Controller):
-        return  # an event before start-up finished; the resync covers it
-    if (body.get("metadata") or {}).get("namespace") != ctrl.config.namespace:
-        return  # only our agents report, in our namespace
-    names = {str(t.get("name")) for t in (body.get("status") or {}).get("trusts") or []}
-    for name in sorted(n for n in names if n and n != "None"):
-        await ctrl.reconcile(name)
+    return ctrl if isinstance(ctrl, Controller) else None  # None: start-up not done
+
+
+@kopf.on.event(API_GROUP, VERSION, NODE_REPORT_PLURAL)
+def node_report_deleted(
+    body: kopf.Body, type: str | None, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """A report went (its Node went): queue the trusts it named. Changes are queued by
+    report_index, so NodesSynced and Ready follow within a second."""
+    ctrl = _running(memo)
+    if ctrl is not None and namespace == ctrl.config.namespace and type == "DELETED":
+        ctrl.report_changed(body, deleted=True)
+
+
+@kopf.on.event("v1", "nodes")
+def node_changed(
+    name: str, labels: kopf.Labels, type: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    ctrl = _running(memo)
+    if ctrl is not None:
+        ctrl.node_changed(name, None if type == "DELETED" else dict(labels))
+
+
+@kopf.on.event("v1", "secrets")
+@kopf.on.event("v1", "configmaps")
+def source_changed(
+    name: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
+    """A bundle Secret deleted or edited is repaired at once; a source change is picked
+    up at once."""
+    ctrl = _running(memo)
+    if ctrl is not None and namespace == ctrl.config.namespace:
+        ctrl.secret_changed(name, dict(labels))
+
+
+def operator_environment(args: argparse.Namespace, env: Any) -> None:
+    """The flags win over the environment (argparse already took the environment as
+    their defaults): Config.from_env then reads what the flags say."""
+    env["DTRTRUST_NAMESPACE"] = str(args.namespace)
+    env["DTRTRUST_METRICS_PORT"] = str(args.metrics_port)
 
 
 def run(args: argparse.Namespace) -> int:
     """``dtrtrust operator``: kopf with the project's settings, all DTRTrusts. The
     command line has put every setting into the environment and set up logging
     (``--log-format``) for kopf's lines too."""
-    os.environ.setdefault("DTRTRUST_NAMESPACE", args.namespace)
-    os.environ.setdefault("DTRTRUST_METRICS_PORT", str(args.metrics_port))
+    operator_environment(args, os.environ)
     kopf.run(
-        clusterwide=True,
+        namespaces=[args.namespace],
         standalone=True,
         liveness_endpoint=f"http://0.0.0.0:{int(args.metrics_port) + 1}/healthz",
     )

@@ -21,6 +21,11 @@ class Config:
     resync_seconds: float = 60.0
     # Connect/read timeout for the registry (CA fetch, TLS verification, /basic_info).
     registry_timeout: float = 10.0
+    # Trusts reconciled at once (resync rounds and queued report changes).
+    concurrency: int = 4
+    # Connect and read timeout (seconds) of every Kubernetes API call.
+    api_connect_timeout: float = 5.0
+    api_read_timeout: float = 30.0
     # First retry delay after a temporary failure; doubles up to max_backoff_seconds.
     backoff_seconds: float = 10.0
     max_backoff_seconds: float = 300.0
@@ -33,6 +38,11 @@ class Config:
             metrics_port=int(env.get("DTRTRUST_METRICS_PORT", cls.metrics_port)),
             resync_seconds=float(env.get("DTRTRUST_RESYNC_SECONDS", cls.resync_seconds)),
             registry_timeout=float(env.get("DTRTRUST_REGISTRY_TIMEOUT", cls.registry_timeout)),
+            concurrency=max(1, int(env.get("DTRTRUST_CONCURRENCY", cls.concurrency))),
+            api_connect_timeout=float(
+                env.get("DTRTRUST_API_CONNECT_TIMEOUT", cls.api_connect_timeout)
+            ),
+            api_read_timeout=float(env.get("DTRTRUST_API_READ_TIMEOUT", cls.api_read_timeout)),
             backoff_seconds=float(env.get("DTRTRUST_BACKOFF_SECONDS", cls.backoff_seconds)),
             max_backoff_seconds=float(
                 env.get("DTRTRUST_MAX_BACKOFF_SECONDS", cls.max_backoff_seconds)

@@ -1,11 +1,18 @@
 """The operator's reconcile of one DTRTrust, and the resync of all of them.
 
 :class:`Controller` is what the kopf handlers (``dtrtrust.operator``) call: read the
-trust and its sources through :mod:`dtrtrust.kube.cluster`, decide with the pure
+trust and its sources from :mod:`dtrtrust.operator.state` (kopf's indexes in the running
+operator; no LIST inside a reconcile), decide with the pure
 :func:`dtrtrust.core.reconcile.reconcile`, write the bundle Secret only when its content
 hash differs, assemble the status with :mod:`dtrtrust.core.status` and patch it only when
-it differs, post events on transitions, update metrics. The blocking part runs in a
-worker thread; the event loop never blocks.
+it differs, post events on transitions. The blocking part runs in a worker thread; the event loop
+never blocks.
+
+Work is queued per trust, like a controller's work queue: a report, Node or Secret event
+marks the trusts it concerns dirty (:meth:`Controller.mark_dirty`) and one worker
+(:meth:`Controller.work_forever`) reconciles each dirty trust once, however many events
+named it meanwhile. Resync rounds and the queue run a bounded number of trusts at once
+and catch per trust, so one stuck trust never stops the others.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +32,11 @@ from dtrtrust.contract import (
     CONFLICT,
     ERROR,
     HASH_ANNOTATION,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
     NOT_EFFECTIVE,
     SYNCED,
+    TRUST_LABEL,
     secret_name,
 )
 from dtrtrust.core import conditions
@@ -40,12 +50,14 @@ from dtrtrust.core.status import (
     is_ready,
     nodes_status,
     nodes_verified,
+    status_patch,
     trust_status,
 )
-from dtrtrust.kube.cluster import ApiUnavailable, Kube, NodeReports
+from dtrtrust.kube.cluster import ApiRejected, ApiUnavailable, Kube, NodeReport, report_entries
 from dtrtrust.net.live import LiveNetwork
 from dtrtrust.operator import daemonset, metrics, objects
 from dtrtrust.operator.config import Config
+from dtrtrust.operator.state import ApiState, State, TrustReports
 
 log = logging.getLogger("dtrtrust.operator")
 
@@ -115,14 +127,15 @@ NODE_PROBLEMS = {CONFLICT: "Conflict", NOT_EFFECTIVE: "NotEffective", ERROR: "No
 
 
 def node_progress(
-    desired: list[str], reports: NodeReports, trust: str, published_hash: str
+    desired: list[str], reports: TrustReports, published_hash: str
 ) -> tuple[list[str], dict[str, tuple[str, str]]]:
-    """(synced nodes, node -> (reason, message)) of ``desired`` for one trust: a node
-    is synced when its agent reports the published hash in state Synced."""
+    """(synced nodes, node -> (reason, message)) of ``desired`` for one trust, from the
+    agents' entries for it (node -> entry): a node is synced when its agent reports the
+    published hash in state Synced."""
     synced: list[str] = []
     problems: dict[str, tuple[str, str]] = {}
     for node in desired:
-        entry = reports.get(node, {}).get(trust)
+        entry = reports.get(node)
         if entry is None:
             continue
         content_hash, state, message = entry
@@ -133,6 +146,15 @@ def node_progress(
     return synced, problems
 
 
+def _probe_result(probe: Mapping[str, Any] | None) -> Any:
+    """What NodesVerified depends on in a report's probe entry: everything but when it
+    ran (a periodic re-probe with the same result queues nothing)."""
+    if probe is None:
+        return None
+    rest = sorted((k, str(v)) for k, v in probe.items() if k != "checkedAt")
+    return (bool(probe.get("checkedAt")), tuple(rest))
+
+
 @dataclass(frozen=True)
 class Result:
     kind: str  # "ready" | "waiting" | "temporary" | "permanent"
@@ -140,15 +162,37 @@ class Result:
 
 
 class Controller:
-    """Everything the handlers share: the API, the caches, one lock per trust."""
+    """Everything the handlers share: the API, the caches, one lock per trust, the queue."""
 
-    def __init__(self, config: Config, kube: Kube, network: Network | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        kube: Kube,
+        network: Network | None = None,
+        state: State | None = None,
+    ) -> None:
         self.config = config
         self.kube = kube
+        self.state: State = state if state is not None else ApiState(kube)
         self.network = network or LiveNetwork(timeout=config.registry_timeout)
         self.cache = _Cache()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}  # reconciles holding or waiting for a lock
         self._failures: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        # What this operator last wrote, until its watch shows it (the index may lag).
+        self._written: dict[str, dict[str, Any]] = {}
+        # The last bundle Secret published per trust: republished at once when the
+        # Secret is deleted or edited, even while the registry cannot be reached.
+        self._published: dict[str, dict[str, Any]] = {}
+        self._warned: dict[str, tuple[str, ...]] = {}
+        self._node_labels: dict[str, frozenset[tuple[str, str]]] = {}
+        # node -> trust -> (report entry, probe result) as last seen
+        self._reports: dict[str, dict[str, tuple[tuple[str, str, str], Any]]] = {}
+        # The current status per trust: what /metrics describes at scrape time.
+        self.statuses: dict[str, dict[str, Any]] = {}
+        self.last_resync = time.monotonic()
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -164,8 +208,14 @@ class Controller:
     async def reconcile(self, name: str, *, fresh: bool = False) -> Result:
         """``fresh``: re-check the registry now (a change of the object) instead of
         reusing a fetch or probe younger than refreshInterval (the periodic resync)."""
-        async with self._lock(name):
-            result = await asyncio.to_thread(self._reconcile_sync, name, fresh)
+        self._users[name] = self._users.get(name, 0) + 1
+        try:
+            async with self._lock(name):
+                result = await asyncio.to_thread(self._reconcile_sync, name, fresh)
+        finally:
+            self._users[name] -= 1
+            if not self._users[name]:
+                del self._users[name]
         metrics.RECONCILE_TOTAL.labels(result=result.kind).inc()
         if result.kind == "temporary":
             self._failures[name] = self._failures.get(name, 0) + 1
@@ -174,18 +224,126 @@ class Controller:
         return result
 
     def forget(self, name: str) -> None:
-        self._locks.pop(name, None)
-        self._failures.pop(name, None)
-        metrics.forget(name)
+        """A trust is gone. Its lock stays while a reconcile holds or awaits it: a new
+        lock next to a held one would let two reconciles of one trust run at once."""
+        if name not in self._users:
+            self._locks.pop(name, None)
+        for memory in (self._failures, self._written, self._published, self._warned):
+            memory.pop(name, None)
+        self.statuses.pop(name, None)
+        self._dirty.discard(name)
+
+    # --- the work queue -----------------------------------------------------------
+
+    def mark_dirty(self, names: Iterable[str]) -> None:
+        """Queue trusts for one reconcile each (coalesced: a trust queued twice before
+        the worker picks it up is reconciled once)."""
+        self._dirty.update(n for n in names if n)
+        if self._dirty:
+            self._wake.set()
+
+    async def work_forever(self) -> None:
+        """The one worker of the queue."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch = sorted(self._dirty)
+            self._dirty.clear()
+            await self.reconcile_many(batch)
+
+    async def reconcile_many(self, names: Iterable[str]) -> None:
+        """Reconcile ``names``, ``config.concurrency`` at a time; an error of one trust
+        is logged and never stops the others."""
+        limit = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(name: str) -> None:
+            async with limit:
+                try:
+                    result = await self.reconcile(name)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("DTRTrust %s: reconcile failed; it is retried later", name)
+                    return
+            if result.kind == "temporary":
+                log.info("DTRTrust %s: %s", name, result.message)
+
+        await asyncio.gather(*(one(n) for n in names))
+
+    def report_changed(self, body: Mapping[str, Any], *, deleted: bool = False) -> NodeReport:
+        """An agent's report changed: queue only the trusts whose entry or probe result
+        changed. Returns the parsed report (the report index keeps this very object: no
+        second copy)."""
+        node, report = report_entries(body)
+        new = (
+            {}
+            if deleted
+            else {
+                t: (entry, _probe_result(report.probes.get(t)))
+                for t, entry in report.entries.items()
+            }
+        )
+        old = self._reports.get(node, {})
+        if new:
+            self._reports[node] = new
+        else:
+            self._reports.pop(node, None)
+        self.mark_dirty(t for t in old.keys() | new.keys() if old.get(t) != new.get(t))
+        return report
+
+    def node_changed(self, name: str, labels: Mapping[str, str] | None) -> None:
+        """A Node appeared, went or changed labels: every trust's desired set may
+        change. A heartbeat (same labels) queues nothing."""
+        new = None if labels is None else frozenset(labels.items())
+        if self._node_labels.get(name) == new:
+            return
+        if new is None:
+            self._node_labels.pop(name, None)
+        else:
+            self._node_labels[name] = new
+        bump = getattr(self.state, "nodes_version", None)
+        if isinstance(bump, int):
+            self.state.nodes_version = bump + 1  # type: ignore[attr-defined]
+        self.mark_dirty(self.state.trust_names())
+
+    def secret_changed(self, name: str, labels: Mapping[str, str]) -> None:
+        """A Secret or ConfigMap of the operator namespace changed or went: queue its
+        trust (a bundle Secret: repair a deletion or hand edit at once) and every trust
+        that names it as a source."""
+        if labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE:  # a bundle Secret, never a source
+            self.mark_dirty([labels.get(TRUST_LABEL) or ""])
+            return
+        names: set[str] = set()
+        for candidate in self.state.trust_names():
+            body = self.state.trust(candidate) or {}
+            if name in _referenced(body):
+                names.add(candidate)
+        self.mark_dirty(names)
+
+    def progress_problem(self) -> str | None:
+        """Why the operator is not making progress (for the liveness probe), or None:
+        the last completed resync round is older than three resync periods."""
+        age = time.monotonic() - self.last_resync
+        limit = 3 * self.config.resync_seconds
+        if age > limit:
+            return (
+                f"no resync round completed for {age:.0f} s (limit {limit:.0f} s): "
+                "reconciliation is stuck; restarting the operator"
+            )
+        return None
 
     # The blocking part runs in a worker thread.
     def _reconcile_sync(self, name: str, fresh: bool = False) -> Result:
         now = dt.datetime.now(dt.UTC)
         try:
-            body = self.kube.get_trust(name)
+            body = self.state.trust(name)
             if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+                self.statuses.pop(name, None)  # its series leave /metrics with it
                 return Result("ready", "gone")
             return self._reconcile_body(body, now, fresh)
+        except ApiRejected as exc:
+            log.error("DTRTrust %s: %s", name, exc)
+            return Result("permanent", str(exc))
         except ApiUnavailable as exc:
             log.warning("DTRTrust %s: %s; will retry", name, exc)
             return Result("temporary", str(exc))
@@ -195,7 +353,7 @@ class Controller:
     ) -> Result:
         meta = body.get("metadata") or {}
         name = str(meta.get("name"))
-        previous_status: Mapping[str, Any] = body.get("status") or {}
+        previous_status = self._status_before(name, body.get("status") or {})
         try:
             spec = parse_trust(body)
         except SpecError as exc:
@@ -209,15 +367,17 @@ class Controller:
             self._publish_status(body, previous_status, status, now)
             return Result("permanent", exc.message)
 
-        existing = self.kube.bundle_secret(secret_name(name))
+        existing = self.state.bundle_secret(secret_name(name))
         previous = Previous.from_status(
             previous_status.get("bundle"), existing.data.get(CA_KEY) if existing else None
         )
         ttl = 0.0 if fresh else spec.refresh_interval.total_seconds()
         network = CachedNetwork(self.network, self.cache, ttl)
-        outcome = reconcile(spec, sources=self.kube, now=now, previous=previous, network=network)
-        for warning in outcome.warnings:
-            log.info("DTRTrust %s: %s", name, warning)
+        outcome = reconcile(spec, sources=self.state, now=now, previous=previous, network=network)
+        if self._warned.get(name) != tuple(outcome.warnings):  # once, not every resync
+            self._warned[name] = tuple(outcome.warnings)
+            for warning in outcome.warnings:
+                log.info("DTRTrust %s: %s", name, warning)
 
         published_hash = existing.annotations.get(HASH_ANNOTATION) if existing else None
         if outcome.publish is not None and outcome.content_hash is not None:
@@ -230,6 +390,7 @@ class Controller:
             )
             if not objects.secret_is_current(existing, wanted):
                 self.kube.write_bundle_secret(wanted, exists=existing is not None)
+                self._published[name] = wanted
                 log.info(
                     "DTRTrust %s: published %s (%s)", name, secret_name(name), outcome.content_hash
                 )
@@ -241,14 +402,16 @@ class Controller:
                     f"{self.config.namespace}/{secret_name(name)}.",
                     now=now,
                 )
+            self._published[name] = wanted
             published_hash = outcome.content_hash
+        elif name in self._published:
+            published_hash = self._republish(body, existing, now) or published_hash
 
         nodes_cond, node_counts, verified = self._nodes(spec, published_hash)
         status = trust_status(
             spec, outcome, nodes_cond, node_counts, previous_status, now=now, verified=verified
         )
         self._publish_status(body, previous_status, status, now)
-        metrics.observe_trust(name, status, outcome)
 
         failed = outcome.failed
         if failed is not None:
@@ -265,20 +428,52 @@ class Controller:
     ) -> tuple[Condition | None, dict[str, Any] | None, Condition | None]:
         if published_hash is None:
             return None, None, None
-        desired = self.kube.node_names(spec.node_selector)
-        reports, probes = self.kube.node_reports_and_probes()
-        synced, problems = node_progress(desired, reports, spec.name, published_hash)
+        desired = self.state.node_names(spec.node_selector)
+        synced, problems = node_progress(
+            desired, self.state.trust_reports(spec.name), published_hash
+        )
         counts, cond = nodes_status(desired, synced, problems)
         if not spec.verify_nodes:
             return cond, counts, None
+        probes = self.state.trust_probes(spec.name)
         current = {
             node: found
             for node in desired
-            if (found := probes.get(node, {}).get(spec.name))
-            and found.get("contentHash") == published_hash
+            if (found := probes.get(node)) and found.get("contentHash") == published_hash
         }
         count, verified = nodes_verified(desired, current)
         return cond, {**counts, "verified": count}, verified
+
+    def _republish(self, body: Mapping[str, Any], existing: Any, now: dt.datetime) -> str | None:
+        """Nothing new to publish (a check failed, e.g. the registry is down), but the
+        bundle Secret was deleted or edited: put back what was last published, without
+        a new fetch. Returns its content hash."""
+        wanted = self._published[str((body.get("metadata") or {}).get("name"))]
+        content = str(wanted["metadata"]["annotations"][HASH_ANNOTATION])
+        if objects.secret_is_current(existing, wanted):
+            return content
+        self.kube.write_bundle_secret(wanted, exists=existing is not None)
+        log.info("DTRTrust %s: restored %s (%s)", wanted["metadata"]["name"], content, content)
+        self.kube.post_event(
+            body,
+            "Normal",
+            "Restored",
+            f"Restored the last published bundle {content} to Secret "
+            f"{self.config.namespace}/{wanted['metadata']['name']}.",
+            now=now,
+        )
+        return content
+
+    def _status_before(self, name: str, seen: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The trust's current status: what this operator last wrote while the watch
+        has not delivered it yet, else what the watch shows."""
+        written = self._written.get(name)
+        if written is None:
+            return seen
+        if dict(seen) == written:
+            del self._written[name]
+            return seen
+        return written
 
     def ensure_daemonset(self) -> None:
         """Keep the one agent DaemonSet in place (create, or replace on drift)."""
@@ -307,11 +502,25 @@ class Controller:
         now: dt.datetime,
     ) -> None:
         name = str((body.get("metadata") or {}).get("name"))
+        self.statuses[name] = dict(status)
         if dict(status) == dict(before):
             return  # nothing changed: no write
-        self.kube.patch_trust_status(name, status)
-        old = {c.get("type"): c for c in before.get("conditions") or []}.get(conditions.READY)
-        new = {c.get("type"): c for c in status.get("conditions") or []}.get(conditions.READY)
+        was = {c.get("type"): c for c in before.get("conditions") or []}
+        now_ = {c.get("type"): c for c in status.get("conditions") or []}
+        self.kube.patch_trust_status(name, status_patch(before, status))
+        self._written[name] = dict(status)
+        old, new = was.get(conditions.READY), now_.get(conditions.READY)
+        ca_was, ca_now = was.get(conditions.CA_AVAILABLE) or {}, now_.get(conditions.CA_AVAILABLE)
+        if (
+            ca_now is not None
+            and ca_now.get("status") == conditions.FALSE
+            and ca_was.get("status") != conditions.FALSE
+            and new is not None
+            and new.get("status") == conditions.TRUE
+        ):  # Ready stays True; the failing refresh still deserves a Warning
+            self.kube.post_event(
+                body, "Warning", str(ca_now.get("reason")), str(ca_now.get("message")), now=now
+            )
         if new and (
             old is None
             or (old.get("status"), old.get("reason")) != (new.get("status"), new.get("reason"))
@@ -340,14 +549,24 @@ class Controller:
     async def resync_once(self) -> None:
         await asyncio.to_thread(self.ensure_daemonset)
         try:
-            items = await asyncio.to_thread(self.kube.list_trusts)
+            names = await asyncio.to_thread(self.state.trust_names)
         except ApiUnavailable as exc:
             log.warning("resync: %s; will retry", exc)
             return
-        names = {str(i["metadata"]["name"]) for i in items}
-        for gone in set(self._locks) - names:
+        for gone in (set(self._locks) | set(self.statuses)) - set(names):
             self.forget(gone)
-        for name in sorted(names):
-            result = await self.reconcile(name)
-            if result.kind == "temporary":
-                log.info("DTRTrust %s: %s", name, result.message)
+        await self.reconcile_many(names)
+        self.last_resync = time.monotonic()
+
+
+def _referenced(body: Mapping[str, Any]) -> set[str]:
+    """Names of the Secrets and ConfigMaps a DTRTrust's spec refers to."""
+    spec = body.get("spec") or {}
+    ca = spec.get("ca") or {}
+    names = {
+        str(r.get("name")) for r in (ca.get("secretRefs") or []) + (ca.get("configMapRefs") or [])
+    }
+    client = ((spec.get("clientCertificate") or {}).get("secretRef") or {}).get("name")
+    if client:
+        names.add(str(client))
+    return names
