@@ -21,6 +21,8 @@ from dtrtrust.core.spec import TrustSpec
 from dtrtrust.core.times import rfc3339
 
 MAX_OUT_OF_SYNC = 10
+# The probe reason of a node that could not connect to the registry at all.
+UNREACHABLE = "Unreachable"
 
 
 def nodes_status(
@@ -85,6 +87,10 @@ def nodes_verified(
             + (f" Note: {notes[0]}." if notes else ""),
         )
     failed = [(n, probes.get(n) or {}) for n in desired if (probes.get(n) or {}).get("reason")]
+    # A node that reached the registry and was refused names the problem to fix; a node
+    # that could not reach it at all comes last, so the reason is Unreachable only when
+    # every failing node is unreachable (which a registry outage is: see trust_status).
+    failed.sort(key=lambda item: item[1].get("reason") == UNREACHABLE)
     if failed:
         node, found = failed[0]
         more = f" ({len(failed) - 1} more node(s) fail)" if len(failed) > 1 else ""
@@ -135,13 +141,29 @@ def trust_status(
     if refresh is None:
         conds.append(conditions.ready(conds))
     else:
-        ready = conditions.ready([c for c in conds if c.type != conditions.CA_AVAILABLE])
+        # The registry is down for the operator too: nodes that cannot reach it either
+        # (their probe says Unreachable, and NodesVerified keeps saying so) still hold
+        # this generation's verified trust; an outage is not a trust problem.
+        unreachable = verified is not None and verified.reason == UNREACHABLE
+        ready = conditions.ready(
+            [
+                c
+                for c in conds
+                if c.type != conditions.CA_AVAILABLE
+                and not (unreachable and c.type == conditions.NODES_VERIFIED)
+            ]
+        )
         if ready.status == conditions.TRUE:
             ready = conditions.ok(
                 conditions.READY,
                 "Ready",
                 "The last good bundle is published and every selected node has it; "
-                "its refresh is failing (see CAAvailable).",
+                "its refresh is failing (see CAAvailable)"
+                + (
+                    " and the nodes cannot reach the registry (see NodesVerified)."
+                    if unreachable
+                    else "."
+                ),
             )
         conds.append(ready)
     merged = conditions.merge(
