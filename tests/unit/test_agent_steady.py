@@ -111,3 +111,22 @@ def test_switching_the_probe_off_drops_its_result_although_the_files_are_unchang
     a.reconcile(everything=True)
     assert a.reports["prod"].probe is None
     assert a.verified() == {}
+
+
+def test_sigterm_during_a_pass_stops_after_the_write_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret("one"), secret("two"), secret("three")])
+    written: list[str] = []
+    real = writer.sync_trust
+
+    def sync_then_sigterm(host_root: Any, trust: str, dirs: Any) -> writer.SyncResult:
+        written.append(trust)
+        result = real(host_root, trust, dirs)
+        a.stop()  # SIGTERM arrives while this trust is being written
+        return result
+
+    monkeypatch.setattr(writer, "sync_trust", sync_then_sigterm)
+    a.reconcile(everything=True)
+    assert written == ["one"]  # the write under way finished; the other two wait

@@ -323,7 +323,17 @@ class Agent:
         actions = decide(
             bundles, labels, owned, self.policies, considered, existing, self.file_uids
         )
-        for action in actions:
+        for done, action in enumerate(actions):
+            if self.stopping.is_set():
+                # SIGTERM: the write under way has finished; the rest waits for the next
+                # start, which reconciles everything (a pass over many trusts must not
+                # outlast the pod's termination grace period).
+                log.info(
+                    "stopping: %d of %d trust(s) left for the next start",
+                    len(actions) - done,
+                    len(actions),
+                )
+                return
             findings: list[effective.Finding] = []
             if action.bundle is not None:
                 findings = effective.check(
