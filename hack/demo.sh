@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEMO=_demo
+DEMO=${DTRTRUST_DEMO_DIR:-_demo}  # the test of `make demo` runs it in a temporary directory
 VENV=${VENV:-.venv}
 PY=$VENV/bin/python
 DTRTRUST=$VENV/bin/dtrtrust
@@ -74,7 +74,7 @@ spec:
       name: demo-node-client
   verify:
     clientAuth: true
-  targets: [docker, containers, containerd]
+  targets: [containers, containerd]
 ---
 # The node's client certificate, as `kubectl create secret tls` would make it.
 apiVersion: v1
@@ -96,7 +96,14 @@ note "(followed in the same file by the kubernetes.io/tls Secret demo-node-clien
 # -----------------------------------------------------------------------------------------------
 step "3/5  dtrtrust apply -f $MANIFEST --host-root $DEMO/host"
 HOST=$DEMO/host
-mkdir -p "$HOST" # stands for the host's /, which always exists
+mkdir -p "$HOST/etc/containerd" # stands for the host's /, which always exists
+# The node's containerd, configured to read certs.d (without config_path it ignores it,
+# and dtrtrust apply says so instead of reporting Ready).
+printf 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/etc/containerd/certs.d"\n' \
+    >"$HOST/etc/containerd/config.toml"
+note "targets: containers (skopeo, podman, CRI-O) and containerd; not docker: dockerd treats"
+note "every loopback registry like this one as insecure and never reads certs.d for it"
+note "(apply would say NotEffective; a real DTR has a real name)"
 set +e
 "$DTRTRUST" apply -f "$MANIFEST" --host-root "$HOST" 2>&1 | indent
 applied=${PIPESTATUS[0]}
@@ -115,7 +122,7 @@ others=$(find "$HOST" -mindepth 1 -maxdepth 1 ! -name etc -printf '%P/ ' | sort)
 
 # -----------------------------------------------------------------------------------------------
 step "5/5  Pull $IMAGE_REF with real clients, using exactly those files"
-CERTS=$HOST/etc/docker/certs.d/$ADDR
+CERTS=$HOST/etc/containers/certs.d/$ADDR
 if [[ ! -f $CERTS/ca.crt ]]; then
     echo "demo: dtrtrust apply reported Ready but wrote no $CERTS/ca.crt" >&2
     exit 1
