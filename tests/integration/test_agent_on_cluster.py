@@ -277,15 +277,20 @@ def test_files_follow_the_trust_aliases_and_node_selector_and_go_with_the_trust(
 
     # n2 stops matching the selector: its files go, the trust counts one node.
     core.patch_node(n2, {"metadata": {"labels": {"role": "web"}}})
-    eventually(lambda: not cert_dir(a2).exists(), f"files removed from {n2}")
-    assert not cert_dir(a2, "10.0.0.5:4443").exists()
+    # The writer removes one directory after the other: wait for the last one too.
+    eventually(
+        lambda: not cert_dir(a2).exists() and not cert_dir(a2, "10.0.0.5:4443").exists(),
+        f"files removed from {n2}",
+    )
     ready(custom, name, "1/1")
     assert (cert_dir(a1) / "ca.crt").exists()
 
     # Deleting the trust (deletionPolicy Delete, the default) removes the files.
     delete_trust(custom, name)
-    eventually(lambda: not cert_dir(a1).exists(), f"files removed from {n1}")
-    assert not cert_dir(a1, "10.0.0.5:4443").exists()
+    eventually(
+        lambda: not cert_dir(a1).exists() and not cert_dir(a1, "10.0.0.5:4443").exists(),
+        f"files removed from {n1}",
+    )
     eventually(lambda: report(custom, n1).get(name, {}).get("state") == "Removed", "Removed")
 
 
