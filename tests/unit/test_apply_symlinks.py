@@ -21,7 +21,7 @@ from stubnet import StubNetwork
 
 ROOT = certfactory.make_ca("Symlink Root")
 ADDR = "dtr.example.com:4443"
-STATE = apply.state_dir()  # e.g. .dtrtrust/apply
+STATE = apply.state_dir()  # var/lib/dtrtrust/apply
 BAIT = b"the attacker's target: must stay exactly this\n"
 
 
