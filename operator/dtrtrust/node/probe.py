@@ -133,6 +133,11 @@ def _is_alert(err: ssl.SSLError) -> bool:
 _REJECTION = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
 
 
+def _rejected(message: str) -> ProbeResult:
+    """The registry was reached and its TLS verified, but it refused this node's client."""
+    return ProbeResult(True, True, REJECTED, "ClientAuthRejected", message)
+
+
 def probe(
     address: str,
     directory: Path,
@@ -169,15 +174,13 @@ def probe(
             return _unreachable(address, exc)
         # The server's chain passed; it then refused us for sending no certificate.
         if pair is None:
-            return ProbeResult(
-                True, True, REJECTED, "ClientAuthRejected",
+            return _rejected(
                 f"{address} requires a client certificate (TLS alert {exc.reason}) and this "
                 "trust has none: set spec.clientCertificate",
             )  # fmt: skip
     except _REJECTION:
         if pair is None:
-            return ProbeResult(
-                True, True, REJECTED, "ClientAuthRejected",
+            return _rejected(
                 f"{address} closed the connection without a client certificate: it requires "
                 "one; set spec.clientCertificate",
             )  # fmt: skip
@@ -192,16 +195,14 @@ def probe(
         if status == 200 and authn == CLIENT_CERT_AUTHN:
             return ProbeResult(True, True, ACCEPTED)
         if status == 200 or authn:
-            return ProbeResult(
-                True, True, REJECTED, "ClientAuthRejected",
+            return _rejected(
                 f"{address}{BASIC_INFO_PATH} reports AuthnMethod {authn or 'none'} with the "
                 f"client certificate written on this node, not {CLIENT_CERT_AUTHN}: check "
                 "that DTR's client CA includes the certificate's issuer",
             )  # fmt: skip
         status, _ = _request(host, port, full, address, "/v2/", deadline)
     except _Refused as exc:
-        return ProbeResult(
-            True, True, REJECTED, "ClientAuthRejected",
+        return _rejected(
             f"{address} rejected the client certificate written on this node ({exc}): check "
             "that the registry's client CA includes its issuer",
         )  # fmt: skip
@@ -210,8 +211,7 @@ def probe(
     except (OSError, http.client.HTTPException) as exc:
         return _unreachable(address, exc)
     if status in _REFUSED_STATUSES:
-        return ProbeResult(
-            True, True, REJECTED, "ClientAuthRejected",
+        return _rejected(
             f"{address} answered HTTP {status} to the client certificate written on this "
             "node: check the registry's client CA",
         )  # fmt: skip
@@ -248,22 +248,19 @@ def _without_client(sock: ssl.SSLSocket, address: str, deadline: _Deadline) -> P
     try:
         status, _ = _get(sock, address, "/v2/", deadline)
     except ssl.SSLError as exc:  # after the handshake: the server's verdict (TLS 1.3)
-        return ProbeResult(
-            True, True, REJECTED, "ClientAuthRejected",
+        return _rejected(
             f"{address} requires a client certificate (TLS alert {exc.reason}) and this "
             "trust has none: set spec.clientCertificate",
         )  # fmt: skip
     except _REJECTION:
-        return ProbeResult(
-            True, True, REJECTED, "ClientAuthRejected",
+        return _rejected(
             f"{address} closed the connection without a client certificate: it requires one; "
             "set spec.clientCertificate",
         )  # fmt: skip
     except (OSError, http.client.HTTPException) as exc:
         return _unreachable(address, exc)
     if status in _REFUSED_STATUSES:
-        return ProbeResult(
-            True, True, REJECTED, "ClientAuthRejected",
+        return _rejected(
             f"{address} answered HTTP {status} without a client certificate: it requires "
             "one; set spec.clientCertificate",
         )  # fmt: skip
