@@ -372,7 +372,17 @@ def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
 
 
 class NoApi:
-    """The reconcile step never calls the API; any call is a test failure."""
+    """The project's NodeApi, below the agent: the reconcile step reads only bundle
+    Secrets (to write a trust again whose bytes it dropped), from the API server's
+    Secrets as ``see`` last set them; any other call is a test failure."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, dict[str, Any]] = {}
+        self.reads: list[str] = []
+
+    def get_secret(self, name: str) -> dict[str, Any] | None:
+        self.reads.append(name)
+        return self.secrets.get(name)
 
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"unexpected API call {name}")
@@ -393,6 +403,8 @@ def see(
     a.view.bundles = {}
     for s in secrets:
         a._set_secret(s)
+    if isinstance(a.api, NoApi):
+        a.api.secrets = {s["metadata"]["name"]: s for s in secrets}
     a.view.labels = dict(labels)
     a.view.secrets_listed = True
     if trusts is None:
@@ -775,3 +787,39 @@ def test_remembered_policies_are_never_written_through_a_planted_link(tmp_path: 
         save_policies(root, {"prod": "Retain"})
     assert list(outside.iterdir()) == []
     assert load_policies(root) == {}
+
+
+def test_a_synced_bundle_is_kept_without_its_bytes_and_read_again_to_repair_drift(
+    tmp_path: Path,
+) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    kept = a.view.bundles["prod"]
+    assert isinstance(kept, Bundle)
+    assert kept.is_slim
+    assert kept.ca == b""
+    assert kept.client is None
+    assert a.api.reads == []  # type: ignore[attr-defined]
+    a.reconcile(everything=True)  # unchanged: no read
+    assert a.api.reads == []  # type: ignore[attr-defined]
+    (tmp_path / DOCKER_DIR / "client.key").unlink()
+    a.reconcile(everything=True)
+    assert a.api.reads == ["dtrtrust-prod"]  # type: ignore[attr-defined]
+    assert (tmp_path / DOCKER_DIR / "client.key").read_bytes() == KEY
+    assert a.reports["prod"].state == SYNCED
+
+
+def test_a_bundle_that_cannot_be_read_again_keeps_the_files_and_says_why(
+    tmp_path: Path,
+) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    (tmp_path / DOCKER_DIR / "ca.crt").write_bytes(b"tampered")
+    a.api.secrets = {}  # type: ignore[attr-defined]
+    a.reconcile(everything=True)
+    report = a.reports["prod"]
+    assert report.state == ERROR
+    assert "cannot read the bundle again" in report.message
+    assert (tmp_path / DOCKER_DIR / "client.key").read_bytes() == KEY  # nothing removed

@@ -718,3 +718,49 @@ def test_record_written_by_another_process_is_read_again(host: Path) -> None:
     # The directory is no longer ours: a sync for another trust may claim it.
     assert sync_trust(host, "b", dirs_for(["a.test"])).dirs[0].action == "unchanged"
     assert owned_trusts(host) == {"b"}
+
+
+def test_many_trusts_in_one_call_write_the_record_once_per_batch_of_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync of many trusts must not serialise the whole record per trust (it
+    names every directory of the node: O(trusts^2) at 1,000 trusts)."""
+    saves: list[bool] = []
+    real_save = record.RecordFile.save
+
+    def counting(self: record.RecordFile) -> bool:
+        wrote = real_save(self)
+        saves.append(wrote)
+        return wrote
+
+    monkeypatch.setattr(record.RecordFile, "save", counting)
+    wanted = {
+        f"t{i:03d}": dirs_for(addresses=[f"r{i}.test:5443"], targets=["docker", "containerd"])
+        for i in range(150)
+    }  # 300 directories: more than MAX_OPEN_JOBS prepared at once
+    results = writer.sync_trusts(tmp_path, wanted)
+    assert all(r.ok and [d.action for d in r.dirs] == ["written"] * 2 for r in results.values())
+    assert owned_trusts(tmp_path) == set(wanted)
+    assert (tmp_path / "etc/docker/certs.d/r149.test:5443/client.key").read_bytes() == KEY
+    # created parents, then the intent of each batch of 128 directories, then the outcome
+    assert sum(saves) <= 3 + 2 * -(-300 // writer.MAX_OPEN_JOBS)
+    saves.clear()
+    again = writer.sync_trusts(tmp_path, wanted)
+    assert all(d.action == "unchanged" for r in again.values() for d in r.dirs)
+    assert sum(saves) == 0, "nothing changed: the record is not written"
+
+
+def test_a_conflict_of_one_trust_in_a_batch_leaves_the_others_written(tmp_path: Path) -> None:
+    foreign = tmp_path / "etc/containerd/certs.d/r1.test:5443"
+    foreign.mkdir(parents=True)
+    (foreign / "hosts.toml").write_text("# the admin's own\n")
+    results = writer.sync_trusts(
+        tmp_path,
+        {
+            "a": dirs_for(addresses=["r1.test:5443"], targets=["containerd"]),
+            "b": dirs_for(addresses=["r2.test:5443"], targets=["containerd"]),
+        },
+    )
+    assert [d.action for d in results["a"].dirs] == ["conflict"]
+    assert [d.action for d in results["b"].dirs] == ["written"]
+    assert (foreign / "hosts.toml").read_text() == "# the admin's own\n"

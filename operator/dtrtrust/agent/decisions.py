@@ -13,7 +13,7 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dtrtrust.agent.report import TrustReport
@@ -60,15 +60,28 @@ class Bundle:
     targets: tuple[str, ...]
     selector: Mapping[str, str]
     policy: str
-    ca: bytes
-    client: tuple[bytes, bytes] | None
+    # The data: equal content hashes mean equal data (parse_bundle checked it), so
+    # equality ignores the bytes, and a slim copy (:meth:`slim`) equals its original.
+    ca: bytes = field(compare=False, repr=False)
+    client: tuple[bytes, bytes] | None = field(compare=False, repr=False)
     # uid of the DTRTrust the Secret was published for (its owner reference).
     owner_uid: str | None = None
     # Seconds between probes of unchanged files; None: the probe is off for this trust.
     probe_interval: float | None = None
+    has_client: bool = False
+    # True: the bytes were dropped once the files were in place (see :meth:`slim`).
+    is_slim: bool = field(default=False, compare=False)
 
     def dirs(self) -> list[layout.DesiredDir]:
+        if self.is_slim:
+            raise RuntimeError(f"bundle of trust {self.trust} holds no data (slim)")
         return layout.desired_dirs(self.addresses, self.targets, self.ca, self.client)
+
+    def slim(self) -> Bundle:
+        """This bundle without its bytes: what the agent keeps once the files are in
+        place, so its memory does not grow with the bundles' size (a configMapRefs
+        bundle can be hundreds of KiB per trust). Writing it again needs the Secret."""
+        return replace(self, ca=b"", client=None, is_slim=True)
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -173,6 +186,7 @@ def parse_bundle(secret: Mapping[str, Any]) -> Bundle:
         ca=ca,
         client=(cert, key) if cert and key else None,
         probe_interval=probe_interval,
+        has_client=bool(cert and key),
     )
 
 

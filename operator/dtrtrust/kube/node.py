@@ -16,9 +16,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+# pykube imports requests_oauthlib (73 modules of oauthlib, ~1.5 MB resident) only to
+# refresh OIDC tokens of a kubeconfig's auth-provider; the agent authenticates with its
+# ServiceAccount token (or a kubeconfig's certificate or token). Without the import,
+# pykube's OIDC support is off, nothing else changes.
+if "requests_oauthlib" not in sys.modules:
+    sys.modules["requests_oauthlib"] = None  # type: ignore[assignment]
 
 import pykube
 import requests
@@ -35,6 +43,16 @@ WATCH_SECONDS = 240
 _READ_SLACK = 30
 _CONNECT_TIMEOUT = 10.0
 _REQUEST_TIMEOUT = 15.0
+# Items per page of a list (client-go's informers use 500; the agent is smaller).
+PAGE_SIZE = 100
+# The DTRTrusts as metadata only (PartialObjectMetadata): the agent needs each trust's
+# name and uid, not its spec (inline PEM up to 64 KiB) or status.
+_METADATA_LIST = {
+    "Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+}
+_METADATA_WATCH = {
+    "Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+}
 
 
 class ApiUnavailable(Exception):
@@ -57,6 +75,34 @@ class WatchEvent:
     @property
     def resource_version(self) -> str:
         return str((self.object.get("metadata") or {}).get("resourceVersion") or "")
+
+
+class Listing:
+    """The items of a list, fetched in pages of :data:`PAGE_SIZE` (``limit`` +
+    ``continue``: one consistent snapshot) while it is iterated, so at most one page is
+    in memory: one answer of 1,000 Secrets is ~5 MB of JSON, and CPython keeps the
+    arenas of a parse that size for the life of the process. Iterate once; then
+    :attr:`resource_version` is the version a watch resumes from. An expired continue
+    token (410) raises :class:`Gone`: the caller lists again."""
+
+    def __init__(self, page: Callable[[str], dict[str, Any]]) -> None:
+        self._page = page
+        self.resource_version = ""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        token = ""
+        while True:
+            data = self._page(token)
+            meta = data.get("metadata") or {}
+            items = data.get("items") or []
+            del data
+            items.reverse()
+            while items:  # hand each item over and drop it: the caller keeps what it needs
+                yield items.pop()
+            token = str(meta.get("continue") or "")
+            if not token:
+                self.resource_version = str(meta.get("resourceVersion") or "")
+                return
 
 
 def load_config() -> Any:
@@ -115,15 +161,23 @@ class NodeApi:
         url: str,
         params: Mapping[str, str],
         version: str | None = None,
-    ) -> tuple[list[dict[str, Any]], str]:
-        kwargs: dict[str, Any] = {"url": url, "params": dict(params)}
+        headers: Mapping[str, str] | None = None,
+    ) -> Listing:
+        kwargs: dict[str, Any] = {"url": url}
         if namespace is not None:
             kwargs["namespace"] = namespace
         if version is not None:
             kwargs["version"] = version
-        data = self._json(self._call("get", what, **kwargs), what)
-        rv = str((data.get("metadata") or {}).get("resourceVersion") or "")
-        return list(data.get("items") or []), rv
+        if headers:
+            kwargs["headers"] = dict(headers)
+
+        def page(token: str) -> dict[str, Any]:
+            query = {**params, "limit": str(PAGE_SIZE)}
+            if token:
+                query["continue"] = token
+            return self._json(self._call("get", what, params=query, **kwargs), what)
+
+        return Listing(page)
 
     def _watch(
         self,
@@ -134,6 +188,7 @@ class NodeApi:
         params: Mapping[str, str],
         resource_version: str,
         version: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Iterator[WatchEvent]:
         query = {
             **params,
@@ -152,6 +207,8 @@ class NodeApi:
             kwargs["namespace"] = namespace
         if version is not None:
             kwargs["version"] = version
+        if headers:
+            kwargs["headers"] = dict(headers)
         resp = self._call("get", what, **kwargs)
         with resp:
             if resp.status_code >= 400:
@@ -174,8 +231,8 @@ class NodeApi:
 
     # --- bundle Secrets -------------------------------------------------------------
 
-    def list_secrets(self, label_selector: str) -> tuple[list[dict[str, Any]], str]:
-        """The bundle Secrets of the namespace and the list's resourceVersion."""
+    def list_secrets(self, label_selector: str) -> Listing:
+        """The bundle Secrets of the namespace, page by page."""
         return self._list(
             f"listing Secrets in {self.namespace}",
             namespace=self.namespace,
@@ -192,14 +249,27 @@ class NodeApi:
             resource_version=resource_version,
         )
 
+    def get_secret(self, name: str) -> dict[str, Any] | None:
+        """One Secret of the namespace (None when it does not exist)."""
+        what = f"reading Secret {self.namespace}/{name}"
+        resp = self._call("get", what, namespace=self.namespace, url=f"secrets/{name}")
+        if resp.status_code == 404:
+            return None
+        return self._json(resp, what)
+
     # --- DTRTrusts (cluster-scoped, read-only) --------------------------------------
     # Only whether each trust exists and its uid matter: a missing bundle Secret removes
     # files only when its DTRTrust is really gone.
 
-    def list_trusts(self) -> tuple[list[dict[str, Any]], str]:
-        """Every DTRTrust and the list's resourceVersion."""
+    def list_trusts(self) -> Listing:
+        """Every DTRTrust's metadata, page by page."""
         return self._list(
-            "listing DTRTrusts", namespace=None, url=PLURAL, params={}, version=API_VERSION
+            "listing DTRTrusts",
+            namespace=None,
+            url=PLURAL,
+            params={},
+            version=API_VERSION,
+            headers=_METADATA_LIST,
         )
 
     def watch_trusts(self, resource_version: str) -> Iterator[WatchEvent]:
@@ -210,19 +280,21 @@ class NodeApi:
             params={},
             resource_version=resource_version,
             version=API_VERSION,
+            headers=_METADATA_WATCH,
         )
 
     # --- the agent's own Node -------------------------------------------------------
 
     def list_node(self) -> tuple[dict[str, Any] | None, str]:
         """This node (None when it does not exist) and the list's resourceVersion."""
-        items, rv = self._list(
+        listing = self._list(
             f"reading Node {self.node_name}",
             namespace=None,
             url="nodes",
             params={"fieldSelector": f"metadata.name={self.node_name}"},
         )
-        return (items[0] if items else None), rv
+        items = list(listing)
+        return (items[0] if items else None), listing.resource_version
 
     def watch_node(self, resource_version: str) -> Iterator[WatchEvent]:
         return self._watch(
