@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from test_agent import CA, CA2, DOCKER_DIR, V2_MIRRORS, V2_OK, make_agent, secret, see
 
+from dtrtrust.agent import loop
 from dtrtrust.contract import NOT_EFFECTIVE, SYNCED
 from dtrtrust.node import writer
 
@@ -17,13 +18,13 @@ from dtrtrust.node import writer
 @pytest.fixture
 def syncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real = writer.sync_trust
+    real = writer.sync_trusts
 
-    def counting(host_root: Any, trust: str, dirs: Any) -> writer.SyncResult:
-        calls.append(trust)
-        return real(host_root, trust, dirs)
+    def counting(host_root: Any, wanted: Any) -> dict[str, writer.SyncResult]:
+        calls.extend(wanted)
+        return real(host_root, wanted)
 
-    monkeypatch.setattr(writer, "sync_trust", counting)  # the module loop calls through
+    monkeypatch.setattr(writer, "sync_trusts", counting)  # the module loop calls through
     return calls
 
 
@@ -119,14 +120,15 @@ def test_sigterm_during_a_pass_stops_after_the_write_under_way(
     a = make_agent(tmp_path)
     see(a, [secret("one"), secret("two"), secret("three")])
     written: list[str] = []
-    real = writer.sync_trust
+    real = writer.sync_trusts
 
-    def sync_then_sigterm(host_root: Any, trust: str, dirs: Any) -> writer.SyncResult:
-        written.append(trust)
-        result = real(host_root, trust, dirs)
-        a.stop()  # SIGTERM arrives while this trust is being written
+    def sync_then_sigterm(host_root: Any, wanted: Any) -> dict[str, writer.SyncResult]:
+        written.extend(wanted)
+        result = real(host_root, wanted)
+        a.stop()  # SIGTERM arrives while this batch is being written
         return result
 
-    monkeypatch.setattr(writer, "sync_trust", sync_then_sigterm)
+    monkeypatch.setattr(writer, "sync_trusts", sync_then_sigterm)
+    monkeypatch.setattr(loop, "SYNC_BATCH", 1)  # (100 trusts per batch in the agent)
     a.reconcile(everything=True)
-    assert written == ["one"]  # the write under way finished; the other two wait
+    assert written == ["one"]  # the batch under way finished; the other two wait

@@ -273,7 +273,7 @@ OPERATOR_SETTINGS = (
     Setting(
         "--concurrency",
         "DTRTRUST_CONCURRENCY",
-        "4",
+        "16",
         "trusts reconciled at once (resync rounds and queued changes)",
         int,
         metavar="N",

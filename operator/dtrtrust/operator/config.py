@@ -21,8 +21,9 @@ class Config:
     resync_seconds: float = 60.0
     # Connect/read timeout for the registry (CA fetch, TLS verification, /basic_info).
     registry_timeout: float = 10.0
-    # Trusts reconciled at once (resync rounds and queued report changes).
-    concurrency: int = 4
+    # Trusts reconciled at once (worker threads of the queue and of a resync round; each
+    # reconcile mostly waits for the API server, so this is how many writes are in flight).
+    concurrency: int = 16
     # Connect and read timeout (seconds) of every Kubernetes API call.
     api_connect_timeout: float = 5.0
     api_read_timeout: float = 30.0

@@ -18,11 +18,13 @@ and catch per trust, so one stuck trust never stops the others.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import hashlib
 import logging
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +62,10 @@ from dtrtrust.operator.config import Config
 from dtrtrust.operator.state import ApiState, State, TrustReports
 
 log = logging.getLogger("dtrtrust.operator")
+
+# Normal events per second (and burst) the operator posts; Warnings always go out.
+EVENT_RATE = 5.0
+EVENT_BURST = 100
 
 
 @dataclass
@@ -122,6 +128,44 @@ class CachedNetwork:
         return self.cache.put(key, got)  # type: ignore[no-any-return]
 
 
+class EventBudget:
+    """A token bucket for Normal events (Warnings are never held back): Events are
+    best effort by Kubernetes' own definition, and 1,000 trusts applied at once would
+    otherwise post 2,000 "Published" and "Ready" events, half the operator's writes,
+    while status says the same. Like client-go's event spam filter, per operator."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.clock = clock
+        self.tokens = float(burst)
+        self.at = clock()
+        self.suppressed = 0
+        self.reported_at = 0.0
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            now = self.clock()
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+            self.at = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return True
+            self.suppressed += 1
+            if now - self.reported_at >= 10.0:
+                self.reported_at = now
+                log.info(
+                    "posting at most %.0f Normal events per second: %d held back so far "
+                    "(the trusts' status carries the same)",
+                    self.rate,
+                    self.suppressed,
+                )
+            return False
+
+
 # Agent report states that keep a node out of sync, and the NodesSynced reason for each.
 NODE_PROBLEMS = {CONFLICT: "Conflict", NOT_EFFECTIVE: "NotEffective", ERROR: "NodeErrors"}
 
@@ -179,8 +223,18 @@ class Controller:
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}  # reconciles holding or waiting for a lock
         self._failures: dict[str, int] = {}
-        self._dirty: set[str] = set()
+        # The work queue: trusts to reconcile, oldest first (a dict as an ordered set);
+        # those a worker holds; those to re-check with the registry now (a spec change).
+        self._dirty: dict[str, None] = {}
+        self._processing: set[str] = set()
+        self._fresh: set[str] = set()
+        self._generations: dict[str, int | None] = {}
         self._wake = asyncio.Event()
+        # The blocking part of a reconcile runs here, ``concurrency`` at a time (asyncio's
+        # default executor has min(32, cores + 4) threads and is shared with kopf).
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.concurrency, thread_name_prefix="reconcile"
+        )
         # What this operator last wrote, until its watch shows it (the index may lag).
         self._written: dict[str, dict[str, Any]] = {}
         # The last bundle Secret published per trust: republished at once when the
@@ -188,17 +242,25 @@ class Controller:
         self._published: dict[str, dict[str, Any]] = {}
         self._warned: dict[str, tuple[str, ...]] = {}
         self._node_labels: dict[str, frozenset[tuple[str, str]]] = {}
-        # node -> trust -> (report entry, probe result) as last seen
-        self._reports: dict[str, dict[str, tuple[tuple[str, str, str], Any]]] = {}
+        # node -> its report as last seen (entries and probes per trust)
+        self._reports: dict[str, NodeReport] = {}
         # The current status per trust: what /metrics describes at scrape time.
         self.statuses: dict[str, dict[str, Any]] = {}
         self.last_resync = time.monotonic()
+        self.events = EventBudget(rate=EVENT_RATE, burst=EVENT_BURST)
+
+    def _event(
+        self, body: Mapping[str, Any], type_: str, reason: str, message: str, *, now: dt.datetime
+    ) -> None:
+        if type_ == "Normal" and not self.events.allow():
+            return
+        self.kube.post_event(body, type_, reason, message, now=now)
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
     def backoff(self, name: str) -> float:
-        """kopf's retry delay: doubled once per temporary failure so far."""
+        """The retry delay of a temporary failure: doubled once per failure so far."""
         return exponential(
             self._failures.get(name, 0),
             self.config.backoff_seconds,
@@ -211,7 +273,10 @@ class Controller:
         self._users[name] = self._users.get(name, 0) + 1
         try:
             async with self._lock(name):
-                result = await asyncio.to_thread(self._reconcile_sync, name, fresh)
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(
+                    self._executor, self._reconcile_sync, name, fresh
+                )
         finally:
             self._users[name] -= 1
             if not self._users[name]:
@@ -228,28 +293,87 @@ class Controller:
         lock next to a held one would let two reconciles of one trust run at once."""
         if name not in self._users:
             self._locks.pop(name, None)
-        for memory in (self._failures, self._written, self._published, self._warned):
+        for memory in (
+            self._failures,
+            self._written,
+            self._published,
+            self._warned,
+            self._generations,
+            self._dirty,
+        ):
             memory.pop(name, None)
         self.statuses.pop(name, None)
-        self._dirty.discard(name)
+        self._fresh.discard(name)
 
     # --- the work queue -----------------------------------------------------------
 
     def mark_dirty(self, names: Iterable[str]) -> None:
         """Queue trusts for one reconcile each (coalesced: a trust queued twice before
-        the worker picks it up is reconciled once)."""
-        self._dirty.update(n for n in names if n)
+        a worker picks it up is reconciled once)."""
+        for name in names:
+            if name:
+                self._dirty[name] = None
         if self._dirty:
             self._wake.set()
 
+    def trust_changed(self, name: str, generation: int | None) -> None:
+        """A DTRTrust event: queue the trust when its spec changed (a new generation)
+        or it is new to this operator, and re-check its registry then. Events of its
+        own status patches (same generation) queue nothing; the resync catches
+        anything else. Level-triggered: kopf keeps no record of what it handled on the
+        object (no annotation, no patch per change)."""
+        if self._generations.get(name, -1) == generation:
+            return
+        self._generations[name] = generation
+        self._fresh.add(name)
+        self.mark_dirty([name])
+
+    def _next_dirty(self) -> str | None:
+        """The oldest queued trust that no worker holds (a trust is never reconciled
+        by two workers at once; queued again meanwhile, it waits for the first)."""
+        for name in self._dirty:
+            if name not in self._processing:
+                del self._dirty[name]
+                return name
+        return None
+
     async def work_forever(self) -> None:
-        """The one worker of the queue."""
+        """``concurrency`` workers take trusts off the queue, oldest first."""
+        await asyncio.gather(*(self._worker() for _ in range(self.config.concurrency)))
+
+    async def _worker(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch = sorted(self._dirty)
-            self._dirty.clear()
-            await self.reconcile_many(batch)
+            name = self._next_dirty()
+            if name is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._processing.add(name)
+            try:
+                await self._reconcile_logged(name, fresh=name in self._fresh)
+            finally:
+                self._processing.discard(name)
+                if self._dirty:
+                    self._wake.set()  # a trust queued while this one held it
+
+    async def _reconcile_logged(self, name: str, *, fresh: bool = False) -> None:
+        """Reconcile ``name``; an error is logged and never reaches the caller. A
+        temporary failure queues the trust again after its backoff."""
+        try:
+            result = await self.reconcile(name, fresh=fresh)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("DTRTrust %s: reconcile failed; it is retried later", name)
+            return
+        if result.kind == "temporary":
+            delay = self.backoff(name)
+            log.info("DTRTrust %s: %s; retrying in %.0f s", name, result.message, delay)
+            asyncio.get_running_loop().call_later(delay, self.mark_dirty, [name])
+        else:
+            self._fresh.discard(name)
+            if result.kind == "permanent":
+                log.warning("DTRTrust %s: %s", name, result.message)
 
     async def reconcile_many(self, names: Iterable[str]) -> None:
         """Reconcile ``names``, ``config.concurrency`` at a time; an error of one trust
@@ -258,15 +382,7 @@ class Controller:
 
         async def one(name: str) -> None:
             async with limit:
-                try:
-                    result = await self.reconcile(name)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("DTRTrust %s: reconcile failed; it is retried later", name)
-                    return
-            if result.kind == "temporary":
-                log.info("DTRTrust %s: %s", name, result.message)
+                await self._reconcile_logged(name, fresh=name in self._fresh)
 
         await asyncio.gather(*(one(n) for n in names))
 
@@ -275,20 +391,26 @@ class Controller:
         changed. Returns the parsed report (the report index keeps this very object: no
         second copy)."""
         node, report = report_entries(body)
-        new = (
-            {}
-            if deleted
-            else {
-                t: (entry, _probe_result(report.probes.get(t)))
-                for t, entry in report.entries.items()
-            }
+        old = self._reports.pop(node, None)
+        if not deleted and report.entries:
+            # The very object the report index keeps: no second copy of a million
+            # entries at 1,000 x 1,000 (entries are shared tuples, see report_entries).
+            self._reports[node] = report
+        new = None if deleted else report
+        old_entries = old.entries if old else {}
+        new_entries = new.entries if new else {}
+        old_probes = {t: _probe_result(p) for t, p in old.probes.items()} if old else {}
+        new_probes = {t: _probe_result(p) for t, p in new.probes.items()} if new else {}
+        self.mark_dirty(
+            t
+            for t in old_entries.keys() | new_entries.keys()
+            if old_entries.get(t) != new_entries.get(t)
         )
-        old = self._reports.get(node, {})
-        if new:
-            self._reports[node] = new
-        else:
-            self._reports.pop(node, None)
-        self.mark_dirty(t for t in old.keys() | new.keys() if old.get(t) != new.get(t))
+        self.mark_dirty(
+            t
+            for t in old_probes.keys() | new_probes.keys()
+            if old_probes.get(t) != new_probes.get(t)
+        )
         return report
 
     def node_changed(self, name: str, labels: Mapping[str, str] | None) -> None:
@@ -394,7 +516,7 @@ class Controller:
                 log.info(
                     "DTRTrust %s: published %s (%s)", name, secret_name(name), outcome.content_hash
                 )
-                self.kube.post_event(
+                self._event(
                     body,
                     "Normal",
                     "Published",
@@ -454,7 +576,7 @@ class Controller:
             return content
         self.kube.write_bundle_secret(wanted, exists=existing is not None)
         log.info("DTRTrust %s: restored %s (%s)", wanted["metadata"]["name"], content, content)
-        self.kube.post_event(
+        self._event(
             body,
             "Normal",
             "Restored",
@@ -518,7 +640,7 @@ class Controller:
             and new is not None
             and new.get("status") == conditions.TRUE
         ):  # Ready stays True; the failing refresh still deserves a Warning
-            self.kube.post_event(
+            self._event(
                 body, "Warning", str(ca_now.get("reason")), str(ca_now.get("message")), now=now
             )
         if new and (
@@ -526,11 +648,11 @@ class Controller:
             or (old.get("status"), old.get("reason")) != (new.get("status"), new.get("reason"))
         ):
             if new.get("status") != conditions.TRUE:
-                self.kube.post_event(
+                self._event(
                     body, "Warning", str(new.get("reason")), str(new.get("message")), now=now
                 )
             else:
-                self.kube.post_event(body, "Normal", "Ready", str(new.get("message")), now=now)
+                self._event(body, "Normal", "Ready", str(new.get("message")), now=now)
 
     async def resync_forever(self) -> None:
         """Reconcile every DTRTrust periodically (level-triggered safety net). The loop
