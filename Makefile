@@ -18,7 +18,7 @@ help:
 	@echo "make unit   - only the fast unit tests"
 	@echo "make lint   - ruff, mypy and the import contracts"
 	@echo "make bench  - the benchmarks (numbers go to docs/BENCHMARKS.md)"
-	@echo "make bench-scale - 1,000 trusts x 1,000 nodes on the real API server (15-25 min)"
+	@echo "make bench-scale - 1,000 trusts x 1,000 nodes on the real API server (7-25 min)"
 
 # checkov lives in its own venv: installed next to our deps it would downgrade packaging.
 CHECKOV := $(VENV)/checkov/bin/checkov
