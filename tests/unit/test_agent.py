@@ -823,3 +823,19 @@ def test_a_bundle_that_cannot_be_read_again_keeps_the_files_and_says_why(
     assert report.state == ERROR
     assert "cannot read the bundle again" in report.message
     assert (tmp_path / DOCKER_DIR / "client.key").read_bytes() == KEY  # nothing removed
+
+
+def test_a_slim_bundle_read_again_as_a_newer_secret_is_decided_again_for_it(
+    tmp_path: Path,
+) -> None:
+    a = make_agent(tmp_path)
+    see(a, [secret()])
+    a.reconcile(everything=True)
+    (tmp_path / DOCKER_DIR / "ca.crt").unlink()
+    newer = secret(data={"ca.crt": CA2})  # the API server already has a new bundle
+    a.api.secrets = {newer["metadata"]["name"]: newer}  # type: ignore[attr-defined]
+    a.reconcile(everything=True)
+    assert a.view.dirty == {"prod"}, "queued again, with the newer bundle in the view"
+    a.reconcile(everything=False)
+    assert (tmp_path / DOCKER_DIR / "ca.crt").read_bytes() == CA2
+    assert a.reports["prod"].state == SYNCED

@@ -442,6 +442,9 @@ class Agent:
             full = self._read_again(bundle)
             if full is None:
                 return None
+            if full != bundle:  # a newer Secret than the one proven: decide again for it
+                self._mark([trust])
+                return None
             bundle = full
         try:
             dirs = bundle.dirs()

@@ -5,14 +5,17 @@ trust and its sources from :mod:`dtrtrust.operator.state` (kopf's indexes in the
 operator; no LIST inside a reconcile), decide with the pure
 :func:`dtrtrust.core.reconcile.reconcile`, write the bundle Secret only when its content
 hash differs, assemble the status with :mod:`dtrtrust.core.status` and patch it only when
-it differs, post events on transitions. The blocking part runs in a worker thread; the event loop
-never blocks.
+it differs, post events on transitions (Normal ones within a budget). The blocking part
+runs on the controller's own thread pool; the event loop never blocks.
 
-Work is queued per trust, like a controller's work queue: a report, Node or Secret event
-marks the trusts it concerns dirty (:meth:`Controller.mark_dirty`) and one worker
-(:meth:`Controller.work_forever`) reconciles each dirty trust once, however many events
-named it meanwhile. Resync rounds and the queue run a bounded number of trusts at once
-and catch per trust, so one stuck trust never stops the others.
+Work is queued per trust, like a controller's work queue: a DTRTrust event with a new
+generation, or a report, Node or Secret event, marks the trusts it concerns dirty
+(:meth:`Controller.trust_changed`, :meth:`Controller.mark_dirty`) and ``concurrency``
+workers (:meth:`Controller.work_forever`) reconcile each dirty trust once, oldest first,
+however many events named it meanwhile, never one trust on two workers; a temporary
+failure is queued again after its backoff. Resync rounds run a bounded number of trusts
+at once too, and both catch per trust, so one stuck trust never stops the others. The
+queue is touched only from the event loop (kopf's handlers are async).
 """
 
 from __future__ import annotations
