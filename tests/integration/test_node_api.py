@@ -133,3 +133,5 @@ def test_the_agent_reads_dtrtrusts_as_metadata_without_spec_or_status(
         assert "spec" not in event.object
         assert "status" not in event.object
         break
+    else:
+        pytest.fail("the watch ended without the label change of the trust")

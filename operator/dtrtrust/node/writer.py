@@ -732,10 +732,10 @@ def sync_trusts(
     host_root: Path, wanted: Mapping[str, Sequence[DesiredDir]]
 ) -> dict[str, SyncResult]:
     """:func:`sync_trust` for several trusts at once, under one lock, with one load of
-    the record and at most two writes of it (the intent of every directory about to
-    change, then the outcome) for all of them: the record names every directory of
-    the node, so writing it per trust made a first sync of 1,000 trusts serialise it
-    2,000 times. A failure of one directory is that trust's result, never another's."""
+    the record and one write of the intent per :data:`MAX_OPEN_JOBS` directories about
+    to change, then one of the outcome: the record names every directory of the node,
+    so writing it per trust made a first sync of 1,000 trusts serialise it 2,000 times.
+    A failure of one directory is that trust's result, never another's."""
     for trust in wanted:
         _check_trust(trust)
     results = {trust: SyncResult() for trust in wanted}
