@@ -146,24 +146,17 @@ def resync_progress(memo: kopf.Memo, **_: Any) -> str:
 
 
 @kopf.index(API_GROUP, VERSION, PLURAL)
-async def trust_index(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+async def trust_index(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
     """name -> the DTRTrust as last watched, without managedFields and annotations (the
-    reconcile reads neither). A status equal to the one the controller computed is that
-    very object (one copy of 1,000 statuses, not two)."""
+    reconcile reads neither)."""
     meta = {k: v for k, v in body.metadata.items() if k not in ("managedFields", "annotations")}
-    status = body.get("status") or {}
-    ctrl = _running(memo)
-    if ctrl is not None:
-        mine = ctrl.statuses.get(name)
-        if mine is not None and mine == status:
-            status = mine
     return {
         name: {
             "apiVersion": body.get("apiVersion"),
             "kind": body.get("kind"),
             "metadata": meta,
             "spec": body.get("spec") or {},
-            "status": status,
+            "status": body.get("status") or {},
         }
     }
 
